@@ -1,0 +1,509 @@
+package streamfeat
+
+import (
+	"math"
+	"strings"
+	"sync/atomic"
+
+	"github.com/dolthub/swiss"
+
+	"github.com/streamfeat/streamfeat/arena"
+)
+
+// message is one unit of work in a shard's queue: a share of an ingest batch,
+// or a function to run on the owner (a query or a control step).
+type message struct {
+	events []queued
+	values []FeatureValue
+	maxTs  int64
+	run    func(*shard)
+	stop   bool
+}
+
+// queued is an accepted event waiting in a queue; its values are
+// values[first : first+n] of its message.
+type queued struct {
+	entity string
+	ts     int64
+	first  uint32
+	n      uint32
+}
+
+// Messages that grew beyond this many events are not pooled again, so one
+// huge backfill batch does not pin its buffers for the life of the engine.
+const maxPooledEvents = 1 << 14
+
+func (m *message) reset() {
+	m.events = m.events[:0]
+	m.values = m.values[:0]
+	m.maxTs = math.MinInt64
+	m.run = nil
+}
+
+// entity is one entity's record in its shard. Its series headers live in
+// the shard's list arena: nSeries of them in block list of class listClass.
+type entity struct {
+	key       string
+	lastMs    int64 // newest event time seen for the entity
+	list      arena.Handle
+	nSeries   uint16
+	listClass uint8
+	live      bool
+}
+
+// shard is one slice of the engine's state and the goroutine that owns it.
+type shard struct {
+	// Set by newShard and never changed: safe to read from any goroutine.
+	id    int
+	geo   geometry
+	queue chan *message
+	done  chan struct{} // closed when the owner goroutine has returned
+
+	// Published by the owner for Metrics; any goroutine may load them.
+	published shardCounters
+
+	// Everything in shardState belongs to the owner goroutine alone. No
+	// other goroutine may touch it, which is why the update path takes no
+	// lock.
+	shardState
+}
+
+// shardState is the part of a shard that compaction rebuilds.
+type shardState struct {
+	index     *swiss.Map[string, uint32] // entity id -> index in entities
+	entities  []entity
+	freeSlots []uint32 // released entities' indexes, for reuse
+	rings     *rings
+	lists     *arena.Arena[series]
+	pop       []popRing // by feature id; nil until the feature sees a value
+	nextSweep int64     // engine time (ms) of the next sweep
+	err       error     // first arena failure; state stops growing after it
+}
+
+// shardCounters are the figures a shard publishes for Metrics.
+type shardCounters struct {
+	live        atomic.Int64
+	tombstoned  atomic.Int64
+	arenaBytes  atomic.Int64
+	arenaInUse  atomic.Int64
+	batches     atomic.Int64
+	sweeps      atomic.Int64
+	compactions atomic.Int64
+	reclaimed   atomic.Int64
+	expiredLate atomic.Int64
+	lostValues  atomic.Int64
+}
+
+// seriesClasses returns the capacities of an entity's series-header list.
+func seriesClasses(maxFeatures int) []int {
+	var classes []int
+	for size := 1; size < maxFeatures; size *= 2 {
+		classes = append(classes, size)
+	}
+	return append(classes, maxFeatures)
+}
+
+func newShard(id int, geo geometry, cfg Config) (*shard, error) {
+	r, err := newRings(geo)
+	if err != nil {
+		return nil, err
+	}
+	classes := seriesClasses(cfg.MaxFeatures)
+	lists, err := arena.New[series](max(4096, cfg.MaxFeatures), classes)
+	if err != nil {
+		return nil, err
+	}
+	return &shard{
+		id:    id,
+		geo:   geo,
+		queue: make(chan *message, cfg.QueueDepth),
+		done:  make(chan struct{}),
+		shardState: shardState{
+			index:     swiss.NewMap[string, uint32](64),
+			rings:     r,
+			lists:     lists,
+			nextSweep: math.MinInt64,
+		},
+	}, nil
+}
+
+// run is the owner goroutine: it applies messages in queue order until the
+// stop message, which Close sends after the last producer has left.
+func (s *shard) run(e *Engine) {
+	defer close(s.done)
+	for m := range s.queue {
+		if m.stop {
+			return
+		}
+		if m.run != nil {
+			m.run(s)
+			continue
+		}
+		nowMs := e.nowMs()
+		s.apply(m, nowMs)
+		e.recycle(m)
+		s.maybeSweep(nowMs)
+		s.publish()
+	}
+}
+
+// apply adds a batch share to the state.
+func (s *shard) apply(m *message, nowMs int64) {
+	nowB := s.geo.bucketOf(nowMs)
+	if s.geo.eventTime && m.maxTs > nowMs {
+		// Event-time clock: the producer advances the clock only after the
+		// batch is queued, so the batch itself may be newer than now.
+		nowB = s.geo.bucketOf(m.maxTs)
+	}
+	oldest := nowB - s.geo.long + 1
+	for i := range m.events {
+		ev := &m.events[i]
+		b := s.geo.bucketOf(ev.ts)
+		if b < oldest {
+			// Accepted against the clock its producer saw, but another
+			// producer has since moved now past it: it would already have
+			// left every window.
+			s.published.expiredLate.Add(1)
+			continue
+		}
+		ent := s.entityFor(ev.entity, ev.ts, nowB)
+		if ent == nil {
+			s.published.lostValues.Add(int64(ev.n))
+			continue
+		}
+		for _, v := range m.values[ev.first : ev.first+ev.n] {
+			s.observe(ent, v, b, nowB)
+		}
+	}
+}
+
+// observe adds one value to the entity's series and the population ring.
+func (s *shard) observe(ent *entity, v FeatureValue, b, nowB int64) {
+	sr, err := s.seriesFor(ent, v.FeatureID)
+	if err == nil {
+		err = s.rings.put(sr, b, nowB, v.Value)
+	}
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	s.popFor(v.FeatureID).observe(b, v.Value)
+}
+
+// fail records an arena failure. The arena only fails when a shard holds
+// 2^32 records (128 GiB of buckets), far past any machine's memory.
+func (s *shard) fail(err error) {
+	if s.err == nil {
+		s.err = err
+	}
+	s.published.lostValues.Add(1)
+}
+
+// entityFor returns the entity's record, creating it on first sight, and
+// notes the event time. A nil result means the arena is exhausted.
+func (s *shard) entityFor(key string, ts, nowB int64) *entity {
+	idx, ok := s.index.Get(key)
+	if !ok {
+		idx = s.newEntity(key)
+	}
+	ent := &s.entities[idx]
+	if nowB-s.geo.bucketOf(ent.lastMs) >= s.geo.long {
+		// Idle for a whole window: every record has expired. Emptying the
+		// rings here also keeps their 32-bit bucket ids unambiguous.
+		s.clearSeries(ent)
+	}
+	ent.lastMs = max(ent.lastMs, ts)
+	return ent
+}
+
+// newEntity adds a record for key, reusing a released slot if there is one.
+func (s *shard) newEntity(key string) uint32 {
+	// The id may share memory with a caller's larger buffer; the index keeps
+	// its own copy so that it pins nothing else.
+	ent := entity{key: strings.Clone(key), lastMs: math.MinInt64, live: true}
+	var idx uint32
+	if n := len(s.freeSlots); n > 0 {
+		idx = s.freeSlots[n-1]
+		s.freeSlots = s.freeSlots[:n-1]
+		s.entities[idx] = ent
+	} else {
+		idx = uint32(len(s.entities))
+		s.entities = append(s.entities, ent)
+	}
+	s.index.Put(ent.key, idx)
+	return idx
+}
+
+// seriesOf returns the entity's series headers.
+func (s *shard) seriesOf(ent *entity) []series {
+	if ent.list == 0 {
+		return nil
+	}
+	return s.lists.Block(ent.list, int(ent.listClass))[:ent.nSeries]
+}
+
+// seriesFor returns the entity's series for a feature, adding it if new.
+func (s *shard) seriesFor(ent *entity, feature int32) (*series, error) {
+	list := s.seriesOf(ent)
+	for i := range list {
+		if list[i].feature == feature {
+			return &list[i], nil
+		}
+	}
+
+	if ent.list == 0 || int(ent.nSeries) == s.lists.ClassSize(int(ent.listClass)) {
+		if err := s.growList(ent); err != nil {
+			return nil, err
+		}
+	}
+	ent.nSeries++
+	list = s.seriesOf(ent)
+	list[len(list)-1] = series{feature: feature}
+	return &list[len(list)-1], nil
+}
+
+// growList moves the entity's series headers to a list of the next class.
+func (s *shard) growList(ent *entity) error {
+	class := 0
+	if ent.list != 0 {
+		class = int(ent.listClass) + 1
+	}
+	h, err := s.lists.Alloc(class)
+	if err != nil {
+		return err
+	}
+	copy(s.lists.Block(h, class), s.seriesOf(ent))
+	if ent.list != 0 {
+		s.lists.Free(ent.list, int(ent.listClass))
+	}
+	ent.list, ent.listClass = h, uint8(class)
+	return nil
+}
+
+// clearSeries empties every ring of the entity, keeping their storage.
+func (s *shard) clearSeries(ent *entity) {
+	list := s.seriesOf(ent)
+	for i := range list {
+		list[i].head, list[i].n = 0, 0
+	}
+}
+
+// popFor returns the feature's population ring, creating it on first use.
+func (s *shard) popFor(feature int32) popRing {
+	if int(feature) >= len(s.pop) {
+		s.pop = append(s.pop, make([]popRing, int(feature)+1-len(s.pop))...)
+	}
+	if s.pop[feature] == nil {
+		s.pop[feature] = newPopRing(s.geo)
+	}
+	return s.pop[feature]
+}
+
+// entityWindows answers a query for one entity's feature at nowMs.
+func (s *shard) entityWindows(key string, feature int32, nowMs int64) windowSet {
+	idx, ok := s.index.Get(key)
+	if !ok {
+		return windowSet{}
+	}
+	ent := &s.entities[idx]
+	nowB := s.geo.bucketOf(nowMs)
+	if nowB-s.geo.bucketOf(ent.lastMs) >= s.geo.long {
+		return windowSet{}
+	}
+	for _, sr := range s.seriesOf(ent) {
+		if sr.feature == feature {
+			return s.rings.windows(&sr, nowB)
+		}
+	}
+	return windowSet{}
+}
+
+// popWindows answers a population query for a feature at nowMs.
+func (s *shard) popWindows(feature int32, nowMs int64) windowSet {
+	if int(feature) >= len(s.pop) || s.pop[feature] == nil {
+		return windowSet{}
+	}
+	return s.pop[feature].windows(s.geo, s.geo.bucketOf(nowMs))
+}
+
+// maybeSweep runs the sweep once per sweep interval of engine time.
+func (s *shard) maybeSweep(nowMs int64) {
+	if nowMs < s.nextSweep {
+		return
+	}
+	s.nextSweep = addSat(nowMs, s.geo.sweepMs)
+	s.sweep(nowMs)
+}
+
+// sweep releases entities idle for longer than the TTL, drops expired
+// buckets from the others and shrinks their rings, then compacts the shard
+// if released space has come to dominate it.
+func (s *shard) sweep(nowMs int64) {
+	nowB := s.geo.bucketOf(nowMs)
+	idleBefore := subSat(nowMs, s.geo.ttlMs)
+	for idx := range s.entities {
+		ent := &s.entities[idx]
+		if !ent.live {
+			continue
+		}
+		if ent.lastMs < idleBefore {
+			s.release(uint32(idx))
+			continue
+		}
+		if nowB-s.geo.bucketOf(ent.lastMs) >= s.geo.long {
+			s.clearSeries(ent)
+		}
+		list := s.seriesOf(ent)
+		for i := range list {
+			if err := s.rings.trim(&list[i], nowB); err != nil {
+				s.fail(err)
+			}
+		}
+	}
+	s.published.sweeps.Add(1)
+	if s.wasteful() {
+		s.compact()
+	}
+}
+
+// release frees an entity's state and its slot; the slot counts as a
+// tombstone until a new entity or a compaction takes it.
+func (s *shard) release(idx uint32) {
+	ent := &s.entities[idx]
+	list := s.seriesOf(ent)
+	for i := range list {
+		s.rings.release(&list[i])
+	}
+	if ent.list != 0 {
+		s.lists.Free(ent.list, int(ent.listClass))
+	}
+	s.index.Delete(ent.key)
+	*ent = entity{}
+	s.freeSlots = append(s.freeSlots, idx)
+}
+
+// Compaction thresholds: compact when at least this many slots are free and
+// they outnumber live entities, or when more than half of the slab bytes
+// (and at least compactMinBytes) sit on free lists.
+const (
+	compactMinSlots = 1024
+	compactMinBytes = 4 << 20
+)
+
+// wasteful reports whether a compaction would return a worthwhile amount of
+// memory.
+func (s *shard) wasteful() bool {
+	free := len(s.freeSlots)
+	if free >= compactMinSlots && free > len(s.entities)-free {
+		return true
+	}
+	rs, ls := s.rings.buckets.Stats(), s.lists.Stats()
+	idle := rs.Bytes - rs.InUseBytes + ls.Bytes - ls.InUseBytes
+	return idle >= compactMinBytes && idle*2 > rs.Bytes+ls.Bytes
+}
+
+// compact copies every live entity into fresh slabs, a fresh index and a
+// fresh entity table, and drops the old ones so their memory can return to
+// the Go heap. Swiss tables do not shrink on delete, so this is also what
+// bounds the index under churn.
+func (s *shard) compact() {
+	before := s.arenaBytes()
+	fresh, err := s.copyLive()
+	if err != nil {
+		s.fail(err) // keep the old state: it is still whole
+		return
+	}
+	s.shardState = fresh.shardState
+	s.published.compactions.Add(1)
+	s.published.reclaimed.Add(max(before-s.arenaBytes(), 0))
+}
+
+// copyLive builds a new shard state holding only the live entities.
+func (s *shard) copyLive() (*shard, error) {
+	r, err := newRings(s.geo)
+	if err != nil {
+		return nil, err
+	}
+	lists, err := arena.New[series](s.lists.ClassSize(s.lists.Classes()-1), seriesClasses(
+		s.lists.ClassSize(s.lists.Classes()-1)))
+	if err != nil {
+		return nil, err
+	}
+	live := len(s.entities) - len(s.freeSlots)
+	n := &shard{geo: s.geo, shardState: shardState{
+		index:     swiss.NewMap[string, uint32](uint32(max(live, 64))),
+		entities:  make([]entity, 0, live),
+		rings:     r,
+		lists:     lists,
+		pop:       s.pop,
+		nextSweep: s.nextSweep,
+		err:       s.err,
+	}}
+	for i := range s.entities {
+		if s.entities[i].live {
+			if err := n.adopt(s, &s.entities[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// adopt copies one entity of old into n.
+func (n *shard) adopt(old *shard, ent *entity) error {
+	cp := *ent
+	cp.list, cp.nSeries = 0, 0
+	n.entities = append(n.entities, cp)
+	n.index.Put(cp.key, uint32(len(n.entities)-1))
+	dst := &n.entities[len(n.entities)-1]
+
+	for _, sr := range old.seriesOf(ent) {
+		if sr.n == 0 {
+			continue
+		}
+		nsr, err := n.seriesFor(dst, sr.feature)
+		if err != nil {
+			return err
+		}
+		src := old.rings.block(&sr)
+		class := n.rings.buckets.ClassFor(int(sr.n))
+		h, err := n.rings.copyInto(class, &sr, src)
+		if err != nil {
+			return err
+		}
+		nsr.block, nsr.class, nsr.head, nsr.n = h, uint8(class), 0, sr.n
+	}
+	return nil
+}
+
+// arenaBytes returns the bytes held by the shard's slabs.
+func (s *shard) arenaBytes() int64 {
+	return s.rings.buckets.Stats().Bytes + s.lists.Stats().Bytes
+}
+
+// publish stores the shard's figures for Metrics.
+func (s *shard) publish() {
+	p := &s.published
+	p.batches.Add(1)
+	p.live.Store(int64(len(s.entities) - len(s.freeSlots)))
+	p.tombstoned.Store(int64(len(s.freeSlots)))
+	rs, ls := s.rings.buckets.Stats(), s.lists.Stats()
+	p.arenaBytes.Store(rs.Bytes + ls.Bytes)
+	p.arenaInUse.Store(rs.InUseBytes + ls.InUseBytes)
+}
+
+// addSat returns a+b, saturated at the int64 range, for b >= 0.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// subSat returns a-b, saturated at the int64 range, for b >= 0.
+func subSat(a, b int64) int64 {
+	if a < math.MinInt64+b {
+		return math.MinInt64
+	}
+	return a - b
+}
