@@ -8,7 +8,7 @@ import (
 // Defaults for the zero fields of a Config.
 const (
 	DefaultShards        = 8
-	DefaultQueueDepth    = 1024
+	DefaultQueueDepth    = 256
 	DefaultEntityTTL     = 2 * time.Hour
 	DefaultMaxFutureSkew = 60 * time.Second
 	DefaultBucketWidth   = 5 * time.Second
@@ -36,7 +36,9 @@ type Config struct {
 	Shards int
 
 	// QueueDepth is how many batches (ingest calls' shares or queries) each
-	// shard's queue holds before Ingest drops, or waits. Default 1024.
+	// shard's queue holds before Ingest drops, or waits. Default 256. Queued
+	// memory is bounded by QueueDepth times the largest batch share, so deep
+	// queues and huge batches multiply.
 	QueueDepth int
 
 	// Clock tells the engine what time it is. Nil means the wall clock;
@@ -69,6 +71,10 @@ type Config struct {
 	// context ends instead of dropping the batch. IngestWith sets it per call.
 	WaitForCapacity bool
 }
+
+// maxFeaturesLimit bounds Config.MaxFeatures: an entity counts its series
+// in 16 bits (entity.nSeries), and an entity may have every feature.
+const maxFeaturesLimit = 1<<16 - 1
 
 // geometry is the validated, integer form of the window settings.
 type geometry struct {
@@ -132,8 +138,8 @@ func (c Config) validate() (geometry, error) {
 		return bad("long window of %d buckets: want at most %d", c.LongBuckets, 1<<14)
 	case c.MaxFutureSkew < 0:
 		return bad("max future skew %v: must not be negative", c.MaxFutureSkew)
-	case c.MaxFeatures < 1 || c.MaxFeatures > 1<<16:
-		return bad("max features %d: want 1 to %d", c.MaxFeatures, 1<<16)
+	case c.MaxFeatures < 1 || c.MaxFeatures > maxFeaturesLimit:
+		return bad("max features %d: want 1 to %d", c.MaxFeatures, maxFeaturesLimit)
 	}
 
 	g := geometry{
@@ -171,6 +177,16 @@ func (g geometry) bucketOf(ts int64) int64 {
 	}
 	return b
 }
+
+// oldestBucket returns the first bucket of the long window that ends at
+// bucket nowB. It saturates at the int64 range: with 1 ms buckets a clock at
+// its minimum (the event clock before its first event) has nowB = MinInt64,
+// and nowB-long+1 would wrap around to a huge bucket that every event is
+// older than.
+func (g geometry) oldestBucket(nowB int64) int64 { return subSat(nowB, g.long-1) }
+
+// expired reports whether bucket b lies before the long window ending at nowB.
+func (g geometry) expired(b, nowB int64) bool { return b < g.oldestBucket(nowB) }
 
 // maxLive is the most buckets one series can hold at once: the long window
 // plus the future buckets the wall clock admits.

@@ -51,7 +51,7 @@ func (e *Engine) route(events []Event, r *routing, res *IngestResult) {
 			res.DroppedInvalid++
 			continue
 		}
-		if e.geo.bucketOf(ev.TimestampMs) < e.geo.bucketOf(nowMs)-e.geo.long+1 {
+		if e.geo.expired(e.geo.bucketOf(ev.TimestampMs), e.geo.bucketOf(nowMs)) {
 			res.DroppedTooOld++
 			continue
 		}
@@ -77,10 +77,10 @@ func (e *Engine) route(events []Event, r *routing, res *IngestResult) {
 		m.events = append(m.events, queued{
 			entity: ev.EntityID, ts: ev.TimestampMs, first: uint32(first), n: uint32(n),
 		})
-		m.maxTs = max(m.maxTs, ev.TimestampMs)
 		if e.geo.eventTime {
 			nowMs = max(nowMs, ev.TimestampMs)
 		}
+		m.nowMs = nowMs
 	}
 }
 
@@ -95,13 +95,13 @@ func (e *Engine) enqueue(ctx context.Context, r *routing, res *IngestResult, wai
 		}
 		r.msgs[i] = nil
 		if len(m.events) == 0 { // every event routed here was invalid
-			e.recycle(m)
+			e.shards[i].recycle(m)
 			continue
 		}
-		events, values, maxTs := int64(len(m.events)), int64(len(m.values)), m.maxTs
+		events, values, msgNow := int64(len(m.events)), int64(len(m.values)), m.nowMs
 		if serr := e.send(ctx, e.shards[i], m, wait); serr != nil {
 			res.DroppedOverloaded += events
-			e.recycle(m)
+			e.shards[i].recycle(m)
 			if err == nil && wait {
 				err = fmt.Errorf("%w: waiting for space in shard %d: %w", ErrOverloaded, i, serr)
 			}
@@ -109,7 +109,7 @@ func (e *Engine) enqueue(ctx context.Context, r *routing, res *IngestResult, wai
 		}
 		res.AcceptedEvents += events
 		res.AcceptedValues += values
-		newest = max(newest, maxTs)
+		newest = max(newest, msgNow)
 	}
 	if e.events != nil && res.AcceptedEvents > 0 {
 		e.events.advance(newest)
@@ -152,25 +152,15 @@ func (e *Engine) getRoute() *routing {
 
 func (e *Engine) putRoute(r *routing) { e.routes.Put(r) }
 
-// message returns the call's message for shard i, taking one from the pool
-// on first use.
+// message returns the call's message for shard i, taking a spare one on
+// first use.
 func (r *routing) message(e *Engine, i int) *message {
 	m := r.msgs[i]
 	if m == nil {
-		m = e.batches.Get().(*message)
-		m.reset()
+		m = e.shards[i].spareMessage()
 		r.msgs[i] = m
 	}
 	return m
-}
-
-// recycle returns a message to the pool unless it grew too large to keep.
-func (e *Engine) recycle(m *message) {
-	if cap(m.events) > maxPooledEvents {
-		return
-	}
-	m.reset()
-	e.batches.Put(m)
 }
 
 // validEntity reports whether id is an acceptable entity id; checkEntity

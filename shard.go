@@ -15,7 +15,7 @@ import (
 type message struct {
 	events []queued
 	values []FeatureValue
-	maxTs  int64
+	nowMs  int64 // the clock as the producer saw it after its last event here
 	run    func(*shard)
 	stop   bool
 }
@@ -29,14 +29,48 @@ type queued struct {
 	n      uint32
 }
 
-// Messages that grew beyond this many events are not pooled again, so one
+// Messages that grew beyond this many events are not kept for reuse, so one
 // huge backfill batch does not pin its buffers for the life of the engine.
 const maxPooledEvents = 1 << 14
+
+// spareSlack is how many spare messages a shard keeps beyond its queue depth:
+// with a full queue, the one being applied and those that producers are
+// filling are in circulation too.
+const spareSlack = 16
+
+// spareMessage returns an empty message for this shard: a used one if the
+// shard has one spare, else a new one. Spares circulate between producers
+// and the owner through a channel a little deeper than the queue, so a
+// steady stream allocates nothing and spares stay bounded by the queue. A
+// sync.Pool would lose them at every garbage collection.
+func (s *shard) spareMessage() *message {
+	select {
+	case m := <-s.spares:
+		return m
+	default:
+		m := &message{}
+		m.reset()
+		return m
+	}
+}
+
+// recycle empties m and keeps it as a spare, unless it grew too large or
+// enough spares are waiting already.
+func (s *shard) recycle(m *message) {
+	if cap(m.events) > maxPooledEvents {
+		return
+	}
+	m.reset()
+	select {
+	case s.spares <- m:
+	default:
+	}
+}
 
 func (m *message) reset() {
 	m.events = m.events[:0]
 	m.values = m.values[:0]
-	m.maxTs = math.MinInt64
+	m.nowMs = math.MinInt64
 	m.run = nil
 }
 
@@ -54,10 +88,11 @@ type entity struct {
 // shard is one slice of the engine's state and the goroutine that owns it.
 type shard struct {
 	// Set by newShard and never changed: safe to read from any goroutine.
-	id    int
-	geo   geometry
-	queue chan *message
-	done  chan struct{} // closed when the owner goroutine has returned
+	id     int
+	geo    geometry
+	queue  chan *message
+	spares chan *message // emptied messages for producers to reuse
+	done   chan struct{} // closed when the owner goroutine has returned
 
 	// Published by the owner for Metrics; any goroutine may load them.
 	published shardCounters
@@ -70,14 +105,16 @@ type shard struct {
 
 // shardState is the part of a shard that compaction rebuilds.
 type shardState struct {
-	index     *swiss.Map[string, uint32] // entity id -> index in entities
-	entities  []entity
-	freeSlots []uint32 // released entities' indexes, for reuse
-	rings     *rings
-	lists     *arena.Arena[series]
-	pop       []popRing // by feature id; nil until the feature sees a value
-	nextSweep int64     // engine time (ms) of the next sweep
-	err       error     // first arena failure; state stops growing after it
+	index      *swiss.Map[string, uint32] // entity id -> index in entities
+	entities   []entity
+	freeSlots  []uint32 // released entities' indexes, for reuse
+	rings      *rings
+	lists      *arena.Arena[series]
+	pop        []popRing // by feature id; nil until the feature sees a value
+	nextSweep  int64     // engine time (ms) of the next sweep
+	appliedNow int64     // the newest producer clock among applied messages
+	wasteSeen  bool      // the previous sweep found the shard wasteful
+	err        error     // first arena failure; state stops growing after it
 }
 
 // shardCounters are the figures a shard publishes for Metrics.
@@ -103,26 +140,35 @@ func seriesClasses(maxFeatures int) []int {
 	return append(classes, maxFeatures)
 }
 
+// newSeriesArena returns the arena for series-header lists of up to
+// maxFeatures headers. New shards and compaction must build it alike: a slab
+// only as long as the largest list would be a slab per entity, and too short
+// for the arena when maxFeatures is 1.
+func newSeriesArena(maxFeatures int) (*arena.Arena[series], error) {
+	return arena.New[series](max(4096, maxFeatures), seriesClasses(maxFeatures))
+}
+
 func newShard(id int, geo geometry, cfg Config) (*shard, error) {
 	r, err := newRings(geo)
 	if err != nil {
 		return nil, err
 	}
-	classes := seriesClasses(cfg.MaxFeatures)
-	lists, err := arena.New[series](max(4096, cfg.MaxFeatures), classes)
+	lists, err := newSeriesArena(cfg.MaxFeatures)
 	if err != nil {
 		return nil, err
 	}
 	return &shard{
-		id:    id,
-		geo:   geo,
-		queue: make(chan *message, cfg.QueueDepth),
-		done:  make(chan struct{}),
+		id:     id,
+		geo:    geo,
+		queue:  make(chan *message, cfg.QueueDepth),
+		spares: make(chan *message, cfg.QueueDepth+spareSlack),
+		done:   make(chan struct{}),
 		shardState: shardState{
-			index:     swiss.NewMap[string, uint32](64),
-			rings:     r,
-			lists:     lists,
-			nextSweep: math.MinInt64,
+			index:      swiss.NewMap[string, uint32](64),
+			rings:      r,
+			lists:      lists,
+			nextSweep:  math.MinInt64,
+			appliedNow: math.MinInt64,
 		},
 	}, nil
 }
@@ -139,30 +185,36 @@ func (s *shard) run(e *Engine) {
 			m.run(s)
 			continue
 		}
-		nowMs := e.nowMs()
-		s.apply(m, nowMs)
-		e.recycle(m)
-		s.maybeSweep(nowMs)
+		s.apply(m)
+		s.appliedNow = max(s.appliedNow, m.nowMs)
+		s.recycle(m)
+		s.maybeSweep()
 		s.publish()
 	}
 }
 
 // apply adds a batch share to the state.
-func (s *shard) apply(m *message, nowMs int64) {
-	nowB := s.geo.bucketOf(nowMs)
-	if s.geo.eventTime && m.maxTs > nowMs {
-		// Event-time clock: the producer advances the clock only after the
-		// batch is queued, so the batch itself may be newer than now.
-		nowB = s.geo.bucketOf(m.maxTs)
-	}
-	oldest := nowB - s.geo.long + 1
+//
+// It expires and drops by the clock its producer validated against, not by
+// the clock of now: with the event-time clock a producer can run far ahead of
+// a deep queue, and judging queued events by a now they never saw would
+// throw accepted events away. Any bucket that is in the window at the
+// producer's now is kept; queries, made at the clock's later now, leave out
+// what has since expired.
+//
+// NB: a producer's now may lag what the shard has applied already (another
+// producer read a newer clock), so the window is taken at the newer of the
+// two. At the lagging now alone, an event older than the ring's live buckets
+// could still be accepted into a full ring and push a live bucket out.
+func (s *shard) apply(m *message) {
+	nowB := s.geo.bucketOf(max(m.nowMs, s.appliedNow))
+	oldest := s.geo.oldestBucket(nowB)
 	for i := range m.events {
 		ev := &m.events[i]
 		b := s.geo.bucketOf(ev.ts)
 		if b < oldest {
-			// Accepted against the clock its producer saw, but another
-			// producer has since moved now past it: it would already have
-			// left every window.
+			// Accepted, then moved out of every window by a newer event of
+			// the same call: no query can see it any more.
 			s.published.expiredLate.Add(1)
 			continue
 		}
@@ -207,7 +259,7 @@ func (s *shard) entityFor(key string, ts, nowB int64) *entity {
 		idx = s.newEntity(key)
 	}
 	ent := &s.entities[idx]
-	if nowB-s.geo.bucketOf(ent.lastMs) >= s.geo.long {
+	if s.geo.expired(s.geo.bucketOf(ent.lastMs), nowB) {
 		// Idle for a whole window: every record has expired. Emptying the
 		// rings here also keeps their 32-bit bucket ids unambiguous.
 		s.clearSeries(ent)
@@ -307,7 +359,7 @@ func (s *shard) entityWindows(key string, feature int32, nowMs int64) windowSet 
 	}
 	ent := &s.entities[idx]
 	nowB := s.geo.bucketOf(nowMs)
-	if nowB-s.geo.bucketOf(ent.lastMs) >= s.geo.long {
+	if s.geo.expired(s.geo.bucketOf(ent.lastMs), nowB) {
 		return windowSet{}
 	}
 	for _, sr := range s.seriesOf(ent) {
@@ -326,13 +378,15 @@ func (s *shard) popWindows(feature int32, nowMs int64) windowSet {
 	return s.pop[feature].windows(s.geo, s.geo.bucketOf(nowMs))
 }
 
-// maybeSweep runs the sweep once per sweep interval of engine time.
-func (s *shard) maybeSweep(nowMs int64) {
-	if nowMs < s.nextSweep {
+// maybeSweep runs the sweep once per sweep interval of engine time, as far
+// as this shard has applied it: a shard that lags behind the clock does not
+// release state that its queued batches are about to extend.
+func (s *shard) maybeSweep() {
+	if s.appliedNow < s.nextSweep {
 		return
 	}
-	s.nextSweep = addSat(nowMs, s.geo.sweepMs)
-	s.sweep(nowMs)
+	s.nextSweep = addSat(s.appliedNow, s.geo.sweepMs)
+	s.sweep(s.appliedNow)
 }
 
 // sweep releases entities idle for longer than the TTL, drops expired
@@ -350,7 +404,7 @@ func (s *shard) sweep(nowMs int64) {
 			s.release(uint32(idx))
 			continue
 		}
-		if nowB-s.geo.bucketOf(ent.lastMs) >= s.geo.long {
+		if s.geo.expired(s.geo.bucketOf(ent.lastMs), nowB) {
 			s.clearSeries(ent)
 		}
 		list := s.seriesOf(ent)
@@ -361,9 +415,19 @@ func (s *shard) sweep(nowMs int64) {
 		}
 	}
 	s.published.sweeps.Add(1)
-	if s.wasteful() {
+
+	// Free blocks are reused by the next allocations of their class, so
+	// compacting at the first sight of waste would only make the rings grow
+	// into new slabs again. Waste that outlasts a whole sweep interval is
+	// memory the shard no longer needs.
+	if !s.wasteful() {
+		s.wasteSeen = false
+		return
+	}
+	if s.wasteSeen {
 		s.compact()
 	}
+	s.wasteSeen = !s.wasteSeen
 }
 
 // release frees an entity's state and its slot; the slot counts as a
@@ -383,8 +447,10 @@ func (s *shard) release(idx uint32) {
 }
 
 // Compaction thresholds: compact when at least this many slots are free and
-// they outnumber live entities, or when more than half of the slab bytes
-// (and at least compactMinBytes) sit on free lists.
+// they outnumber live entities, or when more than two thirds of the slab
+// bytes (and at least compactMinBytes) sit on free lists, at two sweeps in a
+// row. Rings shrink at sweeps and grow back between them, so a third or so of
+// the slabs being free is the steady state, not waste.
 const (
 	compactMinSlots = 1024
 	compactMinBytes = 4 << 20
@@ -399,7 +465,7 @@ func (s *shard) wasteful() bool {
 	}
 	rs, ls := s.rings.buckets.Stats(), s.lists.Stats()
 	idle := rs.Bytes - rs.InUseBytes + ls.Bytes - ls.InUseBytes
-	return idle >= compactMinBytes && idle*2 > rs.Bytes+ls.Bytes
+	return idle >= compactMinBytes && idle > 2*(rs.InUseBytes+ls.InUseBytes)
 }
 
 // compact copies every live entity into fresh slabs, a fresh index and a
@@ -424,20 +490,20 @@ func (s *shard) copyLive() (*shard, error) {
 	if err != nil {
 		return nil, err
 	}
-	lists, err := arena.New[series](s.lists.ClassSize(s.lists.Classes()-1), seriesClasses(
-		s.lists.ClassSize(s.lists.Classes()-1)))
+	lists, err := newSeriesArena(s.lists.ClassSize(s.lists.Classes() - 1))
 	if err != nil {
 		return nil, err
 	}
 	live := len(s.entities) - len(s.freeSlots)
 	n := &shard{geo: s.geo, shardState: shardState{
-		index:     swiss.NewMap[string, uint32](uint32(max(live, 64))),
-		entities:  make([]entity, 0, live),
-		rings:     r,
-		lists:     lists,
-		pop:       s.pop,
-		nextSweep: s.nextSweep,
-		err:       s.err,
+		index:      swiss.NewMap[string, uint32](uint32(max(live, 64))),
+		entities:   make([]entity, 0, live),
+		rings:      r,
+		lists:      lists,
+		pop:        s.pop,
+		nextSweep:  s.nextSweep,
+		appliedNow: s.appliedNow,
+		err:        s.err,
 	}}
 	for i := range s.entities {
 		if s.entities[i].live {

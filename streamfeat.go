@@ -122,7 +122,6 @@ type Engine struct {
 	shards []*shard
 
 	counters counters
-	batches  sync.Pool // *message
 	routes   sync.Pool // *routing
 
 	// Close protocol: every call increments inflight before it looks at
@@ -152,7 +151,6 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.events, _ = cfg.Clock.(*EventClock)
 	e.schema.max = cfg.MaxFeatures
-	e.batches.New = func() any { return new(message) }
 
 	e.shards = make([]*shard, cfg.Shards)
 	for i := range e.shards {

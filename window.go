@@ -1,6 +1,8 @@
 package streamfeat
 
 import (
+	"math"
+
 	"github.com/streamfeat/streamfeat/arena"
 )
 
@@ -293,12 +295,18 @@ func (p popRing) observe(b int64, x float64) {
 func (p popRing) windows(geo geometry, nowB int64) windowSet {
 	var ws windowSet
 	mask := uint64(len(p) - 1)
-	for j := nowB; j > nowB-geo.long; j-- {
+	// Count k back from now rather than compare j with nowB-long, which
+	// wraps around when nowB is near the bottom of the int64 range.
+	for k := range geo.long {
+		if nowB < math.MinInt64+k {
+			break // no bucket precedes MinInt64
+		}
+		j := nowB - k
 		pb := &p[uint64(j)&mask]
 		if pb.id != j || pb.n == 0 {
 			continue
 		}
-		if j > nowB-geo.short {
+		if k < geo.short {
 			ws.short.merge(pb.n, pb.shift, pb.mean, pb.m2)
 		} else {
 			ws.baseline.merge(pb.n, pb.shift, pb.mean, pb.m2)
