@@ -121,7 +121,13 @@ func (r *rings) put(sr *series, b, nowB int64, x float64) error {
 		}
 	}
 
-	r.expire(sr, blk, nowB)
+	if sr.block != 0 && int(sr.n) == len(blk) {
+		// Expired records stay until their room is needed or the sweep
+		// trims them: queries skip them anyway, and expiring on every new
+		// bucket would read the ring's head, another cache line, for
+		// nothing.
+		r.expire(sr, blk, nowB)
+	}
 	k := int(sr.n) // records older than b come first; k is where b goes
 	for k > 0 && int32(blk[slot(sr, k-1, blk)].id-id) > 0 {
 		k--
