@@ -44,11 +44,13 @@
 //
 // A bucket record is 32 bytes: bucket number and count (4 bytes each), shift,
 // mean and M2 (8 bytes each). A (entity, feature) pair holds one record per
-// bucket it touched in the last hour, in a ring rounded up to a power of two
-// (at most 768 with the default geometry; a pair fed every 5 seconds holds
-// 720). Per entity there are about 100 bytes on top: the id's bytes, its
-// index entry, a 32-byte entity record and a 16-byte series header per
-// feature. Entities idle for longer than EntityTTL are released by the sweep;
+// bucket it touched in the last hour, in a ring whose capacity is a power of
+// two from 4 up, capped at 732 (the long window plus the wall clock's 12
+// future buckets); a pair fed every 5 seconds holds 720. Records that expired
+// stay until their room is needed or the next sweep. Per entity there are
+// about 100 bytes on top: the id's bytes, its index entry, a 32-byte entity
+// record and a 16-byte series header per feature. Each shard also keeps a
+// dense population ring per feature it has seen: 1024 buckets of 40 bytes. Entities idle for longer than EntityTTL are released by the sweep;
 // when released space dominates, the shard compacts, copying its live state
 // into fresh slabs and a fresh index so the old ones return to the Go heap.
 // Memory therefore follows the number of recently active entities, not the
@@ -65,7 +67,6 @@ package streamfeat
 
 import (
 	"fmt"
-	"hash/maphash"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -117,7 +118,6 @@ type Engine struct {
 	geo    geometry
 	clock  Clock
 	events *EventClock // cfg.Clock when it is the event-time clock, else nil
-	seed   maphash.Seed
 	schema schema
 	shards []*shard
 
@@ -146,7 +146,6 @@ func New(cfg Config) (*Engine, error) {
 		cfg:     cfg,
 		geo:     geo,
 		clock:   cfg.Clock,
-		seed:    maphash.MakeSeed(),
 		stopped: make(chan struct{}),
 	}
 	e.events, _ = cfg.Clock.(*EventClock)
@@ -204,10 +203,24 @@ func (e *Engine) enter() error {
 // leave ends a call registered by enter.
 func (e *Engine) leave() { e.inflight.Add(-1) }
 
-// shardOf maps an entity id to its shard: a seeded hash, reduced to the
-// shard count by multiplication rather than modulo (Lemire's fast range).
+// shardOf maps an entity id to its shard: FNV-1a, mixed so that its high
+// bits depend on every byte, reduced to the shard count by multiplication
+// rather than modulo (Lemire's fast range).
+//
+// The hash is fixed rather than seeded so that two engines fed the same
+// events split them the same way and give bit-identical population figures,
+// which replays and their tests rely on. A caller who picks ids to crowd one
+// shard only slows that shard; the index inside it hashes with a random seed.
 func (e *Engine) shardOf(entity string) int {
-	h := maphash.String(e.seed, entity)
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for i := 0; i < len(entity); i++ {
+		h ^= uint64(entity[i])
+		h *= prime
+	}
+	h ^= h >> 33 // finaliser from MurmurHash3's fmix64
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
 	hi, _ := bits.Mul64(h, uint64(len(e.shards)))
 	return int(hi)
 }
