@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# bench.sh reruns the benchmarks behind docs/PERFORMANCE.md, writes their raw
+# output and benchstat summaries to docs/bench/, and redraws the memory plot.
+#
+# Usage: scripts/bench.sh [COUNT]   (default 6 rounds of each benchmark)
+#
+# BENCH selects the set by regexp (default: the figures the document quotes);
+# BENCH=. runs every benchmark, including the full BenchmarkIngest matrix,
+# which takes an hour or more at COUNT=6.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${1:-6}
+out=docs/bench
+mkdir -p "$out"
+scripts/tools.sh benchstat
+
+run() { # name regexp [package]
+	local name=$1 re=$2 pkg=${3:-.}
+	echo "bench.sh: $name ($re) x$count" >&2
+	go test -run '^$' -bench "$re" -count "$count" -timeout 3h "$pkg" | tee "$out/$name.txt" >&2
+	.tools/bin/benchstat "$out/$name.txt" >"$out/$name.benchstat"
+}
+
+if [ "${BENCH:-}" = "." ]; then
+	run all . ./...
+	exit 0
+fi
+run ingest 'Ingest$/entities=(1000|100000)/features=(1|10)/batch=(1|64|512)/shards=(1|2)$'
+run ingest-1e6 'Ingest$/entities=1000000/features=10/batch=512/shards=2$'
+run roofline 'Roofline'
+run parallel 'IngestParallel'
+run query 'Stats|Drift'
+run index 'EntityIndex'
+run memory 'Memory'
+go run ./scripts/benchplot -o docs/memory.svg "$out/memory.txt"
