@@ -6,13 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
-	"net"
 	"reflect"
 	"slices"
 	"testing"
 
 	"github.com/streamfeat/streamfeat"
-	"github.com/streamfeat/streamfeat/grpcserver"
 )
 
 // TestHistogramAgainstSort checks quantiles against the exact order
@@ -105,27 +103,10 @@ func TestLoadUsage(t *testing.T) {
 // TestLoadAgainstServer sends a fixed number of events to a real server on
 // loopback and checks the report adds up.
 func TestLoadAgainstServer(t *testing.T) {
-	engine, err := streamfeat.New(streamfeat.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := grpcserver.New(engine, grpcserver.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	defer func() {
-		srv.Shutdown(context.Background())
-		<-served
-	}()
+	addr, engine := startServer(t, streamfeat.Config{})
 
 	var stdout bytes.Buffer
-	err = runLoad(context.Background(), []string{"--target", lis.Addr().String(), "--events", "5000",
+	err := runLoad(context.Background(), []string{"--target", addr, "--events", "5000",
 		"--batch-events", "300", "--concurrency", "3", "--wait-for-capacity", "--json",
 		"--duration", "1m"}, &stdout, &bytes.Buffer{})
 	if err != nil {
