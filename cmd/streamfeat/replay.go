@@ -237,11 +237,34 @@ func (f *replayFlags) replayFiles(ctx context.Context, rp *replay.Replayer, form
 	stopProgress()
 
 	interrupted := runErr != nil && ctx.Err() != nil
-	printSummary(stdout, rp.Summary(), out, time.Since(start), interrupted)
+	sum := rp.Summary()
+	printSummary(stdout, sum, out, time.Since(start), interrupted)
 	if interrupted {
 		return nil // a clean stop on request; the summary says so
 	}
+	if runErr == nil {
+		runErr = nothingAccepted(sum, f.target != "")
+	}
 	return runErr
+}
+
+// nothingAccepted explains a replay whose events were all dropped: its
+// alerts say nothing about the file, so it must not pass for a success.
+func nothingAccepted(sum replay.Summary, remote bool) error {
+	in := sum.Ingest
+	if in.DroppedEvents == 0 || in.AcceptedEvents > 0 {
+		return nil
+	}
+	err := fmt.Errorf("none of %d events was accepted (too old %d, too new %d, invalid %d, overloaded %d)",
+		in.DroppedEvents, in.DroppedTooOld, in.DroppedTooNew, in.DroppedInvalid, in.DroppedOverloaded)
+	switch {
+	case remote && in.DroppedTooOld > 0:
+		return fmt.Errorf("%w: the server's clock is past this log; replay into a server "+
+			"started with --clock event that has not seen newer events", err)
+	case in.DroppedInvalid > 0:
+		return fmt.Errorf("%w: check --entity and --features against the file's columns", err)
+	}
+	return err
 }
 
 // backend connects to the server, or starts an in-process engine.

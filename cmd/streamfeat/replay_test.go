@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/streamfeat/streamfeat"
+	"github.com/streamfeat/streamfeat/replay"
 )
 
 // sampleUntil writes the rows of the bundled flights sample before the
@@ -149,5 +150,28 @@ func TestReplayTargetMatchesInProcess(t *testing.T) {
 	}
 	if !bytes.Equal(a, b) {
 		t.Errorf("alerts differ:\nin-process:\n%s\nremote:\n%s", a, b)
+	}
+}
+
+func TestNothingAccepted(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		in     streamfeat.IngestResult
+		remote bool
+		want   string // "" for no error
+	}{
+		{"some accepted", streamfeat.IngestResult{AcceptedEvents: 1, DroppedEvents: 5, DroppedTooOld: 5}, true, ""},
+		{"empty file", streamfeat.IngestResult{}, false, ""},
+		{"server ahead", streamfeat.IngestResult{DroppedEvents: 3, DroppedTooOld: 3}, true, "--clock event"},
+		{"bad mapping", streamfeat.IngestResult{DroppedEvents: 2, DroppedInvalid: 2}, false, "--entity"},
+		{"overloaded", streamfeat.IngestResult{DroppedEvents: 2, DroppedOverloaded: 2}, false, "overloaded 2"},
+	} {
+		err := nothingAccepted(replay.Summary{Ingest: tc.in}, tc.remote)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: unexpected error %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v; want one mentioning %q", tc.name, err, tc.want)
+		}
 	}
 }
