@@ -188,6 +188,14 @@ func (g geometry) oldestBucket(nowB int64) int64 { return subSat(nowB, g.long-1)
 // expired reports whether bucket b lies before the long window ending at nowB.
 func (g geometry) expired(b, nowB int64) bool { return b < g.oldestBucket(nowB) }
 
+// unreachable reports whether an entity whose newest bucket is lastB holds
+// nothing that a window ending at nowB can use: every bucket has expired, or
+// the clock went back so far (a quarter of the 32-bit bucket-id range) that
+// the entity's rings could no longer tell their buckets from nowB's.
+func (g geometry) unreachable(lastB, nowB int64) bool {
+	return g.expired(lastB, nowB) || (lastB > nowB && uint64(lastB-nowB) >= 1<<30)
+}
+
 // maxLive is the most buckets one series can hold at once: the long window
 // plus the future buckets the wall clock admits.
 func (g geometry) maxLive() int {

@@ -69,28 +69,32 @@ func (e *Engine) entityWindows(ctx context.Context, entityID string, featureID i
 		return windowSet{}, err
 	}
 	nowMs := e.nowMs()
-	var ws windowSet
-	err := e.onShards(ctx, []int{e.shardOf(entityID)}, func(s *shard) {
-		ws = s.entityWindows(entityID, featureID, nowMs)
+	parts, err := e.onShards(ctx, []int{e.shardOf(entityID)}, func(s *shard) windowSet {
+		return s.entityWindows(entityID, featureID, nowMs)
 	})
-	return ws, err
+	if err != nil {
+		return windowSet{}, err
+	}
+	return parts[0], nil
 }
 
 // popWindows asks every shard for its population windows of a feature and
-// merges them.
+// merges them in shard order, so that equal states give equal bits.
 func (e *Engine) popWindows(ctx context.Context, featureID int32) (windowSet, error) {
 	if err := e.checkFeatureID(featureID); err != nil {
 		return windowSet{}, err
 	}
 	nowMs := e.nowMs()
-	parts := make([]windowSet, len(e.shards))
 	all := make([]int, len(e.shards))
 	for i := range all {
 		all[i] = i
 	}
-	err := e.onShards(ctx, all, func(s *shard) {
-		parts[s.id] = s.popWindows(featureID, nowMs)
+	parts, err := e.onShards(ctx, all, func(s *shard) windowSet {
+		return s.popWindows(featureID, nowMs)
 	})
+	if err != nil {
+		return windowSet{}, err
+	}
 	var ws windowSet
 	for _, p := range parts {
 		ws.short.add(p.short)
@@ -98,38 +102,52 @@ func (e *Engine) popWindows(ctx context.Context, featureID int32) (windowSet, er
 	}
 	ws.long = ws.short
 	ws.long.add(ws.baseline)
-	return ws, err
+	return ws, nil
+}
+
+// shardReply carries one shard's answer back to onShards.
+type shardReply struct {
+	i  int
+	ws windowSet
 }
 
 // onShards runs fn on the owner goroutine of each listed shard, behind the
-// messages already queued there, and waits for all of them or for ctx.
-func (e *Engine) onShards(ctx context.Context, ids []int, fn func(*shard)) error {
+// messages already queued there, and returns the answers in the order of
+// ids, or ctx's error. Answers travel over a channel buffered for all of
+// them, so a shard that answers after the caller gave up neither blocks nor
+// writes into memory the caller still reads.
+func (e *Engine) onShards(ctx context.Context, ids []int, fn func(*shard) windowSet) ([]windowSet, error) {
 	if err := e.enter(); err != nil {
-		return err
+		return nil, err
 	}
-	done := make(chan struct{}, len(ids))
+	replies := make(chan shardReply, len(ids))
 	sent := 0
-	for _, id := range ids {
-		m := &message{run: func(s *shard) { fn(s); done <- struct{}{} }}
+	for i, id := range ids {
+		m := &message{run: func(s *shard) { replies <- shardReply{i, fn(s)} }}
 		select {
 		case e.shards[id].queue <- m:
 			sent++
 		case <-ctx.Done():
 		}
-	}
-	e.leave()
-
-	for range sent {
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return fmt.Errorf("streamfeat: query: %w", ctx.Err())
+		if sent <= i {
+			break
 		}
 	}
+	e.leave()
 	if sent < len(ids) {
-		return fmt.Errorf("streamfeat: query: %w", ctx.Err())
+		return nil, fmt.Errorf("streamfeat: query: %w", ctx.Err())
 	}
-	return nil
+
+	out := make([]windowSet, len(ids))
+	for range sent {
+		select {
+		case r := <-replies:
+			out[r.i] = r.ws
+		case <-ctx.Done():
+			return nil, fmt.Errorf("streamfeat: query: %w", ctx.Err())
+		}
+	}
+	return out, nil
 }
 
 func checkWindow(w Window) error {

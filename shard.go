@@ -1,6 +1,7 @@
 package streamfeat
 
 import (
+	"errors"
 	"math"
 	"strings"
 	"sync/atomic"
@@ -202,12 +203,19 @@ func (s *shard) run(e *Engine) {
 // producer's now is kept; queries, made at the clock's later now, leave out
 // what has since expired.
 //
-// NB: a producer's now may lag what the shard has applied already (another
-// producer read a newer clock), so the window is taken at the newer of the
-// two. At the lagging now alone, an event older than the ring's live buckets
-// could still be accepted into a full ring and push a live bucket out.
+// NB: with the event-time clock, which never goes back, a producer's now may
+// lag what the shard has applied already (another producer read a newer
+// clock), so the window is taken at the newer of the two. Other clocks can
+// go back (a wall clock stepped by NTP, a ManualClock set back), and then the
+// producer's now is the one its caller will query at: a shard that judged by
+// the newest now it had seen would drop events that the caller's next query
+// must see.
 func (s *shard) apply(m *message) {
-	nowB := s.geo.bucketOf(max(m.nowMs, s.appliedNow))
+	nowMs := m.nowMs
+	if s.geo.eventTime {
+		nowMs = max(nowMs, s.appliedNow)
+	}
+	nowB := s.geo.bucketOf(nowMs)
 	oldest := s.geo.oldestBucket(nowB)
 	for i := range m.events {
 		ev := &m.events[i]
@@ -235,11 +243,14 @@ func (s *shard) observe(ent *entity, v FeatureValue, b, nowB int64) {
 	if err == nil {
 		err = s.rings.put(sr, b, nowB, v.Value)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errStale):
+		s.published.expiredLate.Add(1)
+	case err != nil:
 		s.fail(err)
-		return
+	default:
+		s.popFor(v.FeatureID).observe(b, v.Value)
 	}
-	s.popFor(v.FeatureID).observe(b, v.Value)
 }
 
 // fail records an arena failure. The arena only fails when a shard holds
@@ -259,10 +270,12 @@ func (s *shard) entityFor(key string, ts, nowB int64) *entity {
 		idx = s.newEntity(key)
 	}
 	ent := &s.entities[idx]
-	if s.geo.expired(s.geo.bucketOf(ent.lastMs), nowB) {
-		// Idle for a whole window: every record has expired. Emptying the
-		// rings here also keeps their 32-bit bucket ids unambiguous.
+	if s.geo.unreachable(s.geo.bucketOf(ent.lastMs), nowB) {
+		// Idle for a whole window, or far ahead of a clock that went back:
+		// no window can use the records. Emptying the rings here also keeps
+		// their 32-bit bucket ids unambiguous.
 		s.clearSeries(ent)
+		ent.lastMs = ts
 	}
 	ent.lastMs = max(ent.lastMs, ts)
 	return ent
@@ -359,7 +372,7 @@ func (s *shard) entityWindows(key string, feature int32, nowMs int64) windowSet 
 	}
 	ent := &s.entities[idx]
 	nowB := s.geo.bucketOf(nowMs)
-	if s.geo.expired(s.geo.bucketOf(ent.lastMs), nowB) {
+	if s.geo.unreachable(s.geo.bucketOf(ent.lastMs), nowB) {
 		return windowSet{}
 	}
 	for _, sr := range s.seriesOf(ent) {
@@ -404,7 +417,7 @@ func (s *shard) sweep(nowMs int64) {
 			s.release(uint32(idx))
 			continue
 		}
-		if s.geo.expired(s.geo.bucketOf(ent.lastMs), nowB) {
+		if s.geo.unreachable(s.geo.bucketOf(ent.lastMs), nowB) {
 			s.clearSeries(ent)
 		}
 		list := s.seriesOf(ent)

@@ -1,10 +1,15 @@
 package streamfeat
 
 import (
+	"errors"
 	"math"
 
 	"github.com/streamfeat/streamfeat/arena"
 )
+
+// errStale is put's answer for a value older than every bucket of a ring
+// that is full of newer live buckets: it would only push one of them out.
+var errStale = errors.New("older than every bucket of a full ring")
 
 // bucket holds one (entity, feature) pair's moments for one bucket of time.
 // It is pointer-free, so slabs of buckets are never scanned by the garbage
@@ -144,11 +149,16 @@ func (r *rings) put(sr *series, b, nowB int64, x float64) error {
 		return err
 	}
 	if int(sr.n) == len(blk) {
-		// Full at the largest class: only possible when the clock went back
-		// after newer buckets were written. The oldest record makes room.
+		// Full at the largest class, with every record live at nowB: only
+		// possible when records newer than nowB exist (a producer that read
+		// an older clock, or a clock that went back). The oldest bucket
+		// gives way, and a value older than all of them is the one dropped.
+		if k == 0 {
+			return errStale
+		}
 		sr.head = uint16(slot(sr, 1, blk))
 		sr.n--
-		k = max(k-1, 0)
+		k--
 	}
 	for i := int(sr.n); i > k; i-- {
 		blk[slot(sr, i, blk)] = blk[slot(sr, i-1, blk)]

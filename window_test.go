@@ -13,7 +13,8 @@ import (
 // look at shard state without a data race.
 func onOwner(t testing.TB, e *Engine, entity string, fn func(s *shard)) {
 	t.Helper()
-	if err := e.onShards(context.Background(), []int{e.shardOf(entity)}, fn); err != nil {
+	run := func(s *shard) windowSet { fn(s); return windowSet{} }
+	if _, err := e.onShards(context.Background(), []int{e.shardOf(entity)}, run); err != nil {
 		t.Fatalf("onShards: %v", err)
 	}
 }
