@@ -1,7 +1,6 @@
 package replay
 
 import (
-	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,8 @@ import (
 
 // csvSource reads CSV with a header row that names the columns.
 type csvSource struct {
-	r      *csv.Reader
+	lines  *lineReader
+	rec    []string // fields of the current line, reused
 	m      Mapping
 	cols   columnIndex
 	width  int // fields in the header; every row must have as many
@@ -28,9 +28,11 @@ type columnIndex struct {
 	features []int
 }
 
-// NewCSV reads CSV from r. The first record is the header; fields are
-// separated by commas and may be quoted. Every row must have as many fields
-// as the header.
+// NewCSV reads CSV from r. The first line is the header; fields are
+// separated by commas and may be quoted ("a ""b""", with commas inside).
+// Every row must have as many fields as the header. A record may not span
+// lines: a quote left open spoils its own line only, where a reader that
+// followed it would swallow the rest of the file into one field.
 func NewCSV(r io.Reader, m Mapping) (Source, error) {
 	return newCSV(r, m, nil, nil)
 }
@@ -40,25 +42,24 @@ func newCSV(r io.Reader, m Mapping, count *countingReader, closer io.Closer) (*c
 	if err != nil {
 		return nil, err
 	}
-	cr := csv.NewReader(r)
-	cr.FieldsPerRecord = -1 // checked per row, so a short row is counted, not fatal
-	cr.ReuseRecord = true
-	header, err := cr.Read()
+	lines := newLineReader(r)
+	first, err := lines.next()
 	if err == io.EOF {
 		return nil, errors.New("csv: empty file: no header row")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("csv: header: %w", err)
 	}
-	if len(header) > 0 {
-		header[0] = strings.TrimPrefix(header[0], "\ufeff") // a BOM from spreadsheets
+	header, err := splitCSV(string(first), nil)
+	if err != nil {
+		return nil, fmt.Errorf("csv: header: %w", err)
 	}
 	cols, err := indexColumns(header, m)
 	if err != nil {
 		return nil, fmt.Errorf("csv: %w", err)
 	}
 	return &csvSource{
-		r: cr, m: m, cols: cols, width: len(header), count: count, closer: closer,
+		lines: lines, m: m, cols: cols, width: len(header), count: count, closer: closer,
 		parts: make([]string, len(m.Entity)),
 	}, nil
 }
@@ -102,24 +103,84 @@ func indexColumns(header []string, m Mapping) (columnIndex, error) {
 }
 
 func (s *csvSource) Read(ev *streamfeat.Event) error {
-	rec, err := s.r.Read()
-	if err != nil {
-		var perr *csv.ParseError
-		if errors.As(err, &perr) {
-			return &RowError{Unit: "line", Number: int64(perr.StartLine),
-				Reason: Malformed, Err: perr.Err}
+	for {
+		line, err := s.lines.next()
+		if err != nil {
+			return err // io.EOF, an I/O error or an oversize line
 		}
-		return err // io.EOF or an I/O error
+		if len(line) == 0 {
+			continue
+		}
+		n := s.lines.line
+		if s.rec, err = splitCSV(string(line), s.rec); err != nil {
+			return &RowError{Unit: "line", Number: n, Reason: Malformed, Err: err}
+		}
+		if len(s.rec) != s.width {
+			return &RowError{Unit: "line", Number: n, Reason: MissingColumn,
+				Err: fmt.Errorf("%d fields, header has %d", len(s.rec), s.width)}
+		}
+		if reason, err := s.fill(ev, s.rec); err != nil {
+			return &RowError{Unit: "line", Number: n, Reason: reason, Err: err}
+		}
+		return nil
 	}
-	line, _ := s.r.FieldPos(0)
-	if len(rec) != s.width {
-		return &RowError{Unit: "line", Number: int64(line), Reason: MissingColumn,
-			Err: fmt.Errorf("%d fields, header has %d", len(rec), s.width)}
+}
+
+// splitCSV splits one line into fields, reusing dst. Unquoted fields are
+// substrings of line, so a line costs one allocation however many fields it
+// has.
+func splitCSV(line string, dst []string) ([]string, error) {
+	dst = dst[:0]
+	for i := 0; ; {
+		var field string
+		if i < len(line) && line[i] == '"' {
+			var err error
+			if field, i, err = quotedField(line, i+1); err != nil {
+				return nil, err
+			}
+		} else {
+			end := strings.IndexByte(line[i:], ',')
+			if end < 0 {
+				end = len(line) - i
+			}
+			field = line[i : i+end]
+			if strings.IndexByte(field, '"') >= 0 {
+				return nil, fmt.Errorf("bare quote in unquoted field %q", field)
+			}
+			i += end
+		}
+		dst = append(dst, field)
+		if i == len(line) {
+			return dst, nil
+		}
+		if line[i] != ',' {
+			return nil, fmt.Errorf("%q after a quoted field; want a comma", line[i])
+		}
+		i++
+		if i == len(line) {
+			return append(dst, ""), nil // a trailing comma ends with an empty field
+		}
 	}
-	if reason, err := s.fill(ev, rec); err != nil {
-		return &RowError{Unit: "line", Number: int64(line), Reason: reason, Err: err}
+}
+
+// quotedField reads a quoted field whose text starts at line[i] and returns
+// it with doubled quotes undone, and the index just past its closing quote.
+func quotedField(line string, i int) (string, int, error) {
+	var b strings.Builder
+	for {
+		k := strings.IndexByte(line[i:], '"')
+		if k < 0 {
+			return "", 0, errors.New("quoted field not closed on its line")
+		}
+		b.WriteString(line[i : i+k])
+		i += k + 1
+		if i < len(line) && line[i] == '"' {
+			b.WriteByte('"')
+			i++
+			continue
+		}
+		return b.String(), i, nil
 	}
-	return nil
 }
 
 // fill turns one record of the header's width into ev.
@@ -163,8 +224,8 @@ func joinEntity(parts []string, m Mapping) (string, error) {
 		}
 	}
 	if len(parts) == 1 {
-		// encoding/csv builds each record's text as a fresh string, so the
-		// field stays valid after the next Read without a copy.
+		// Each line's text is a fresh string, so the field stays valid
+		// after the next Read without a copy.
 		return parts[0], nil
 	}
 	return strings.Join(parts, m.Separator), nil

@@ -1,7 +1,6 @@
 package replay
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -11,20 +10,14 @@ import (
 	"github.com/streamfeat/streamfeat"
 )
 
-// MaxLineBytes is the longest NDJSON line read. A longer one is skipped and
-// counted as malformed, so one runaway line cannot take all memory.
-const MaxLineBytes = 1 << 20
-
 // ndjsonSource reads one JSON object per line.
 type ndjsonSource struct {
-	r      *bufio.Reader
+	lines  *lineReader
 	m      Mapping
-	line   int64
 	count  *countingReader
 	closer io.Closer
 	obj    map[string]json.RawMessage // the current line's fields, reused
 	parts  []string
-	long   []byte // holds a line longer than the reader's buffer
 }
 
 // NewNDJSON reads newline-delimited JSON from r: one flat object per line,
@@ -41,14 +34,14 @@ func newNDJSON(r io.Reader, m Mapping, count *countingReader, closer io.Closer) 
 		return nil, err
 	}
 	return &ndjsonSource{
-		r: bufio.NewReaderSize(r, 64<<10), m: m, count: count, closer: closer,
+		lines: newLineReader(r), m: m, count: count, closer: closer,
 		obj: make(map[string]json.RawMessage), parts: make([]string, len(m.Entity)),
 	}, nil
 }
 
 func (s *ndjsonSource) Read(ev *streamfeat.Event) error {
 	for {
-		line, err := s.next()
+		line, err := s.lines.next()
 		if err != nil {
 			return err
 		}
@@ -56,58 +49,10 @@ func (s *ndjsonSource) Read(ev *streamfeat.Event) error {
 			continue
 		}
 		if reason, err := s.parse(ev, line); err != nil {
-			return &RowError{Unit: "line", Number: s.line, Reason: reason, Err: err}
+			return &RowError{Unit: "line", Number: s.lines.line, Reason: reason, Err: err}
 		}
 		return nil
 	}
-}
-
-// next returns the next line without its newline. A line over MaxLineBytes
-// comes back as a RowError after the rest of it has been skipped.
-func (s *ndjsonSource) next() ([]byte, error) {
-	s.line++
-	s.long = s.long[:0]
-	for {
-		chunk, err := s.r.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			if len(s.long)+len(chunk) > MaxLineBytes {
-				return nil, s.skipLong()
-			}
-			s.long = append(s.long, chunk...)
-			continue
-		}
-		if len(s.long) > 0 {
-			if len(s.long)+len(chunk) > MaxLineBytes+1 { // +1: the newline
-				return nil, s.tooLong()
-			}
-			s.long = append(s.long, chunk...)
-			chunk = s.long
-		}
-		if err == io.EOF && len(chunk) > 0 {
-			err = nil // a last line without a newline
-		}
-		return bytes.TrimSuffix(chunk, []byte("\n")), err
-	}
-}
-
-// skipLong discards the rest of an oversize line.
-func (s *ndjsonSource) skipLong() error {
-	for {
-		_, err := s.r.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil && err != io.EOF {
-			return err
-		}
-		return s.tooLong()
-	}
-}
-
-func (s *ndjsonSource) tooLong() error {
-	s.long = s.long[:0]
-	return &RowError{Unit: "line", Number: s.line, Reason: Malformed,
-		Err: fmt.Errorf("line longer than %d bytes", MaxLineBytes)}
 }
 
 // parse turns one line into ev.

@@ -66,9 +66,9 @@ func newParquet(r io.ReaderAt, size int64, m Mapping, closer io.Closer) (*parque
 	if err != nil {
 		return nil, err
 	}
-	f, err := parquet.OpenFile(r, size)
+	f, err := openParquet(r, size)
 	if err != nil {
-		return nil, fmt.Errorf("parquet: %w", err)
+		return nil, err
 	}
 	s := &parquetSource{
 		file: f, m: m, closer: closer, parts: make([]string, len(m.Entity)),
@@ -141,9 +141,34 @@ func (c *parquetColumn) setTimeUnit(u TimeUnit) error {
 	return nil
 }
 
-func (s *parquetSource) Read(ev *streamfeat.Event) error {
+// openParquet opens a Parquet file, turning a panic of the decoder on a
+// corrupt file into an error.
+func openParquet(r io.ReaderAt, size int64) (f *parquet.File, err error) {
+	defer recoverCorrupt(&err)
+	f, err = parquet.OpenFile(r, size)
+	if err != nil {
+		return nil, fmt.Errorf("parquet: %w", err)
+	}
+	return f, nil
+}
+
+// errCorruptParquet marks a file the decoder could not make sense of.
+var errCorruptParquet = errors.New("parquet: corrupt file")
+
+// recoverCorrupt turns a panic inside the Parquet decoder into an error.
+// The decoder trusts offsets and lengths read from the file, so a corrupt
+// file can make it index out of range; that is bad input, not a bug here.
+//
+// TODO: drop this once parquet-go validates page and index offsets itself.
+func recoverCorrupt(err *error) {
+	if p := recover(); p != nil {
+		*err = fmt.Errorf("%w: %v", errCorruptParquet, p)
+	}
+}
+
+func (s *parquetSource) Read(ev *streamfeat.Event) (err error) {
 	for s.next >= len(s.buf) {
-		if err := s.fill(); err != nil {
+		if err := s.fillSafely(); err != nil {
 			return err
 		}
 	}
@@ -154,6 +179,12 @@ func (s *parquetSource) Read(ev *streamfeat.Event) error {
 		return &RowError{Unit: "row", Number: s.row, Reason: reason, Err: err}
 	}
 	return nil
+}
+
+// fillSafely is fill with decoder panics turned into errors.
+func (s *parquetSource) fillSafely() (err error) {
+	defer recoverCorrupt(&err)
+	return s.fill()
 }
 
 // fill reads the next buffer of rows, opening row groups as needed.

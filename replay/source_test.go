@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -120,8 +121,10 @@ line",ATL,SAV,1,2
 		line   int64
 		reason Reason
 	}
+	// A quote left open spoils its own line only: records never span lines,
+	// so the rows after it are read as usual.
 	want := []got{{3, BadTime}, {4, BadValue}, {5, MissingColumn}, {6, BadEntity},
-		{7, NoValues}, {8, Malformed}, {9, BadTime}}
+		{7, NoValues}, {8, Malformed}, {9, Malformed}, {10, Malformed}}
 	var have []got
 	for _, b := range bad {
 		have = append(have, got{b.Number, b.Reason})
@@ -131,6 +134,25 @@ line",ATL,SAV,1,2
 	}
 	if !reflect.DeepEqual(have, want) {
 		t.Errorf("bad rows %+v; want %+v", have, want)
+	}
+}
+
+// TestCSVStrayQuote: an unclosed quote early in a long file costs one row,
+// not the rest of the file.
+func TestCSVStrayQuote(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("time,origin,destination,delay,distance\n")
+	b.WriteString(`2001-01-01T00:01:00Z,"LAS,PHL,33,2176` + "\n")
+	for i := range 1000 {
+		fmt.Fprintf(&b, "2001-01-01T00:%02d:00Z,ATL,SAV,%d,2\n", i%60, i)
+	}
+	src, err := NewCSV(strings.NewReader(b.String()), flightsMapping)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, bad := readAll(t, src)
+	if len(events) != 1000 || len(bad) != 1 || bad[0].Number != 2 || bad[0].Reason != Malformed {
+		t.Fatalf("%d events, bad rows %+v; want 1000 events and line 2 malformed", len(events), bad)
 	}
 }
 
@@ -343,5 +365,52 @@ func TestParquet(t *testing.T) {
 		Features: []string{"altitude"}})
 	if err == nil || !strings.Contains(err.Error(), "altitude") {
 		t.Errorf("missing column: err %v; want one naming it", err)
+	}
+}
+
+// TestParquetCorrupt damages a valid file one byte at a time, at offsets
+// spread over the whole file: every damaged copy must give an error or rows,
+// never a panic (the decoder trusts offsets read from the file).
+func TestParquetCorrupt(t *testing.T) {
+	rows := make([]flight, 300)
+	for i := range rows {
+		rows[i] = flight{Date: time.Unix(978307260+int64(i)*60, 0).UTC(), Delay: int64(i),
+			Origin: "LAS", Destination: "PHL"}
+	}
+	var buf bytes.Buffer
+	if err := parquet.Write(&buf, rows, parquet.MaxRowsPerRowGroup(100)); err != nil {
+		t.Fatal(err)
+	}
+	good := buf.Bytes()
+	m := Mapping{Entity: []string{"origin"}, Time: "date", Features: []string{"delay"}}
+	dir := t.TempDir()
+	step := max(1, len(good)/400)
+	for off := 0; off < len(good); off += step {
+		bad := bytes.Clone(good)
+		bad[off] ^= 0xA5
+		path := filepath.Join(dir, fmt.Sprintf("c%d.parquet", off))
+		if err := os.WriteFile(path, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("byte %d damaged: panic %v", off, p)
+				}
+			}()
+			src, err := Open(path, FormatParquet, m)
+			if err != nil {
+				return
+			}
+			defer src.Close()
+			var ev streamfeat.Event
+			for range len(rows) + 1 {
+				err := src.Read(&ev)
+				var rowErr *RowError
+				if err != nil && !errors.As(err, &rowErr) {
+					return
+				}
+			}
+		}()
 	}
 }
