@@ -23,7 +23,8 @@ type DriftOptions struct {
 
 	// VarianceRatioThreshold flags a variance shift when the ratio of
 	// standard deviations, either way round, exceeds it. 0 means
-	// DefaultVarianceRatioThreshold.
+	// DefaultVarianceRatioThreshold; otherwise it must be at least 1, and 1
+	// flags any change of spread.
 	VarianceRatioThreshold float64
 
 	// MinCount is the number of values each window must hold before any flag
@@ -67,10 +68,14 @@ func (o DriftOptions) withDefaults() (DriftOptions, error) {
 	if o.VarianceRatioThreshold == 0 {
 		o.VarianceRatioThreshold = DefaultVarianceRatioThreshold
 	}
-	for _, t := range []float64{o.MeanZThreshold, o.VarianceRatioThreshold} {
-		if !(t > 0) || math.IsInf(t, 0) {
-			return o, fmt.Errorf("%w: threshold %v: want a finite number above 0", ErrInvalidOption, t)
-		}
+	if t := o.MeanZThreshold; !(t > 0) || math.IsInf(t, 0) {
+		return o, fmt.Errorf("%w: mean z threshold %v: want a finite number above 0", ErrInvalidOption, t)
+	}
+	// Of a ratio and its inverse one is always at least 1, so a threshold
+	// below 1 would flag every comparison, shifted or not.
+	if t := o.VarianceRatioThreshold; !(t >= 1) || math.IsInf(t, 0) {
+		return o, fmt.Errorf("%w: variance ratio threshold %v: want a finite number of at least 1",
+			ErrInvalidOption, t)
 	}
 	if o.MinCount < 0 {
 		return o, fmt.Errorf("%w: min count %d: must not be negative", ErrInvalidOption, o.MinCount)

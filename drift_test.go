@@ -175,6 +175,7 @@ func TestDriftInvalidOptions(t *testing.T) {
 		{MeanZThreshold: -1}, {MeanZThreshold: math.NaN()}, {MeanZThreshold: math.Inf(1)},
 		{VarianceRatioThreshold: -0.5}, {VarianceRatioThreshold: math.NaN()},
 		{VarianceRatioThreshold: math.Inf(1)}, {MinCount: -1}, {MeanZThreshold: math.Inf(-1)},
+		{VarianceRatioThreshold: 0.5}, {VarianceRatioThreshold: math.Nextafter(1, 0)},
 	} {
 		if _, err := e.Drift(context.Background(), "e", 1, o); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("Drift(%+v): %v; want ErrInvalidOption", o, err)

@@ -33,9 +33,11 @@
 //
 // GetDrift's thresholds are optional fields. Unset means the engine default.
 // streamfeat.DriftOptions reads a zero threshold as "use the default" too, so
-// an explicit 0 on the wire is sent to the engine as the smallest positive
-// float64 (math.SmallestNonzeroFloat64): the client asked to flag any shift
-// at all, and that is what it gets. A negative, NaN or infinite threshold is
+// an explicit 0 on the wire, which asks to flag any shift at all, is sent as
+// the smallest threshold that does that: the smallest positive float64 for
+// mean_z_threshold and 1 for variance_ratio_threshold (a ratio of standard
+// deviations or its inverse is always at least 1). A negative, NaN or
+// infinite threshold, or a variance ratio threshold below 1, is
 // INVALID_ARGUMENT.
 //
 // # Health and shutdown

@@ -215,6 +215,18 @@ func TestDrift(t *testing.T) {
 	if d.GetVarianceShift() {
 		t.Errorf("variance ratio threshold 1e15 = %v; want no variance shift", d)
 	}
+
+	// An explicit 0 variance threshold flags a change of spread, not every
+	// comparison: the population's short and long windows here share one
+	// standard deviation only if they hold the same values.
+	d = drift(&pb.GetDriftRequest{VarianceRatioThreshold: proto.Float64(0)})
+	if d.GetVarianceRatioThreshold() != 1 {
+		t.Errorf("explicit 0 variance threshold became %v; want 1", d.GetVarianceRatioThreshold())
+	}
+	if want := d.GetVarianceRatio() > 1 || d.GetInverseVarianceRatio() > 1; d.GetVarianceShift() != want {
+		t.Errorf("threshold 1 with ratios %v and %v: variance shift %v; want %v",
+			d.GetVarianceRatio(), d.GetInverseVarianceRatio(), d.GetVarianceShift(), want)
+	}
 }
 
 func TestStatusCodes(t *testing.T) {

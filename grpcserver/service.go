@@ -162,10 +162,10 @@ func (s *service) GetDrift(ctx context.Context, req *pb.GetDriftRequest) (*pb.Ge
 		ExcludeShortFromLong: req.GetExcludeShortFromLong(),
 	}
 	var err error
-	if opts.MeanZThreshold, err = threshold("mean_z_threshold", req.MeanZThreshold); err != nil {
+	if opts.MeanZThreshold, err = threshold("mean_z_threshold", req.MeanZThreshold, math.SmallestNonzeroFloat64); err != nil {
 		return nil, err
 	}
-	if opts.VarianceRatioThreshold, err = threshold("variance_ratio_threshold", req.VarianceRatioThreshold); err != nil {
+	if opts.VarianceRatioThreshold, err = threshold("variance_ratio_threshold", req.VarianceRatioThreshold, 1); err != nil {
 		return nil, err
 	}
 
@@ -219,16 +219,20 @@ func checkScope(population bool, entityID string) error {
 }
 
 // threshold converts an optional drift threshold to the engine's form, where
-// 0 means the default. An explicit 0 becomes the smallest positive float64,
-// which flags any shift at all, as the client asked.
-func threshold(name string, t *float64) (float64, error) {
+// 0 means the default. An explicit 0 asks to flag any shift at all and
+// becomes anyShift, the smallest threshold that does so: the smallest
+// positive float64 for the z-score, 1 for the ratio of standard deviations
+// (a ratio or its inverse is always at least 1, so below 1 every comparison
+// would be flagged).
+func threshold(name string, t *float64, anyShift float64) (float64, error) {
 	switch {
 	case t == nil:
 		return 0, nil
-	case math.IsNaN(*t) || math.IsInf(*t, 0) || *t < 0:
-		return 0, status.Errorf(codes.InvalidArgument, "%s %v: want a finite number, 0 or above", name, *t)
 	case *t == 0:
-		return math.SmallestNonzeroFloat64, nil
+		return anyShift, nil
+	case math.IsNaN(*t) || math.IsInf(*t, 0) || *t < anyShift:
+		return 0, status.Errorf(codes.InvalidArgument,
+			"%s %v: want 0 (any shift) or a finite number from %v up", name, *t, anyShift)
 	}
 	return *t, nil
 }
