@@ -380,7 +380,9 @@ func BenchmarkEntityIndex(b *testing.B) {
 // event time, per entity and per touched (bucket, feature) pair, for dense
 // traffic (an event per entity per bucket) and sparse (an event a minute).
 // x-min is the heap over the arithmetic minimum: 32 bytes per touched
-// bucket-feature plus the entity ids' bytes.
+// bucket-feature plus the entity ids' bytes. growth=double is the ring
+// growth policy before prediction (one size class at a time), kept to show
+// what prediction saves.
 func BenchmarkMemory(b *testing.B) {
 	cases := []struct {
 		entities int
@@ -393,23 +395,33 @@ func BenchmarkMemory(b *testing.B) {
 		if testing.Short() && c.entities > 10_000 {
 			continue
 		}
-		b.Run(fmt.Sprintf("entities=%d/traffic=%s", c.entities, c.traffic), func(b *testing.B) {
-			for range b.N {
-				benchMemory(b, c.entities, c.traffic)
-			}
-		})
+		for _, growth := range []string{"predict", "double"} {
+			name := fmt.Sprintf("entities=%d/traffic=%s/growth=%s", c.entities, c.traffic, growth)
+			b.Run(name, func(b *testing.B) {
+				for range b.N {
+					benchMemory(b, c.entities, c.traffic, growth == "double")
+				}
+			})
+		}
 	}
 }
 
-func benchMemory(b *testing.B, entities int, traffic string) {
+func benchMemory(b *testing.B, entities int, traffic string, doubling bool) {
 	everyMs := int64(5_000)
 	if traffic == "sparse" {
 		everyMs = 60_000
 	}
 	ids := entityIDs(entities)
 	base := liveHeap()
-	e := newBenchEngine(b, 2, 1)
+	e, err := New(Config{Shards: 2, Clock: NewEventClock(), WaitForCapacity: true,
+		growByDoubling: doubling})
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer closeBench(b, e)
+	if _, err := e.RegisterSchema([]string{"f1"}); err != nil {
+		b.Fatal(err)
+	}
 
 	// Each entity gets an event every everyMs, at an offset of its own, for
 	// one hour of event time.

@@ -70,6 +70,11 @@ type Config struct {
 	// WaitForCapacity makes every Ingest call wait for queue space until its
 	// context ends instead of dropping the batch. IngestWith sets it per call.
 	WaitForCapacity bool
+
+	// growByDoubling grows rings one size class at a time instead of to
+	// the size their rate predicts: the older policy, kept so that
+	// BenchmarkMemory can measure both side by side.
+	growByDoubling bool
 }
 
 // maxFeaturesLimit bounds Config.MaxFeatures: an entity counts its series
@@ -85,6 +90,8 @@ type geometry struct {
 	skewMs       int64
 	sweepMs      int64 // engine time between sweeps of idle state
 	eventTime    bool  // the clock is an *EventClock
+
+	growByDoubling bool // see Config.growByDoubling
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -143,11 +150,12 @@ func (c Config) validate() (geometry, error) {
 	}
 
 	g := geometry{
-		widthMs: c.BucketWidth.Milliseconds(),
-		short:   int64(c.ShortBuckets),
-		long:    int64(c.LongBuckets),
-		ttlMs:   c.EntityTTL.Milliseconds(),
-		skewMs:  c.MaxFutureSkew.Milliseconds(),
+		growByDoubling: c.growByDoubling,
+		widthMs:        c.BucketWidth.Milliseconds(),
+		short:          int64(c.ShortBuckets),
+		long:           int64(c.LongBuckets),
+		ttlMs:          c.EntityTTL.Milliseconds(),
+		skewMs:         c.MaxFutureSkew.Milliseconds(),
 	}
 	if span := g.widthMs * g.long; g.ttlMs < span {
 		return bad("entity ttl %v is shorter than the long window (%v): "+

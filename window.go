@@ -144,7 +144,7 @@ func (r *rings) put(sr *series, b, nowB int64, x float64) error {
 		}
 	}
 
-	blk, err := r.makeRoom(sr, blk)
+	blk, err := r.makeRoom(sr, blk, nowB)
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func (r *rings) expire(sr *series, blk []bucket, nowB int64) {
 
 // makeRoom moves a full ring into a block of the next class, if there is
 // one, and returns the ring's storage.
-func (r *rings) makeRoom(sr *series, blk []bucket) ([]bucket, error) {
+func (r *rings) makeRoom(sr *series, blk []bucket, nowB int64) ([]bucket, error) {
 	if sr.block != 0 && int(sr.n) < len(blk) {
 		return blk, nil
 	}
@@ -189,8 +189,34 @@ func (r *rings) makeRoom(sr *series, blk []bucket) ([]bucket, error) {
 		if class == r.buckets.Classes() {
 			return blk, nil
 		}
+		if !r.geo.growByDoubling {
+			class = max(class, r.buckets.ClassFor(r.predict(sr, blk, nowB)))
+		}
 	}
 	return r.move(sr, blk, class)
+}
+
+// predict estimates how many records a full ring will hold once they span
+// the whole long window, from the rate its records show so far, plus one
+// record of room.
+//
+// Growing straight to that size matters for memory: a ring that doubled its
+// way from 4 to 720 records would leave blocks of 4, 8, …, 512 behind, and
+// when every entity grows at once nothing takes them, so they would hold
+// more memory than the rings themselves.
+func (r *rings) predict(sr *series, blk []bucket, nowB int64) int {
+	if sr.n < 2 {
+		return 0
+	}
+	// The rate is taken up to now, so a series that has gone quiet is
+	// predicted to need less.
+	oldest, newest := blk[sr.head], blk[slot(sr, int(sr.n)-1, blk)]
+	span := int64(max(int32(newest.id-oldest.id), int32(uint32(nowB)-oldest.id)))
+	if span <= 0 {
+		return 0
+	}
+	want := (int64(sr.n)-1)*r.geo.long/span + 2
+	return int(min(want, int64(r.geo.maxLive())))
 }
 
 // move copies the ring's records, oldest first, into a new block of class and
@@ -234,11 +260,21 @@ func (r *rings) release(sr *series) {
 func (r *rings) trim(sr *series, nowB int64) error {
 	blk := r.block(sr)
 	r.expire(sr, blk, nowB)
-	switch {
-	case sr.n == 0:
+	if sr.n == 0 {
 		r.release(sr)
-	case sr.class > 0 && int(sr.n)*4 <= r.buckets.ClassSize(int(sr.class)):
-		_, err := r.move(sr, blk, r.buckets.ClassFor(int(sr.n)*2))
+		return nil
+	}
+	if sr.class == 0 || int(sr.n)*4 > r.buckets.ClassSize(int(sr.class)) {
+		return nil
+	}
+	// Mostly empty: shrink, but not below what the ring's rate predicts it
+	// will need, or it would only grow back.
+	want := int(sr.n) * 2
+	if !r.geo.growByDoubling {
+		want = max(want, r.predict(sr, blk, nowB))
+	}
+	if class := r.buckets.ClassFor(want); class < int(sr.class) {
+		_, err := r.move(sr, blk, class)
 		return err
 	}
 	return nil
