@@ -87,8 +87,9 @@ func TestChurnHeapPlateaus(t *testing.T) {
 		t.Errorf("no compaction ran after the flash crowd went idle")
 	}
 	// Live entities: those active or idle for less than the TTL, plus up to
-	// one sweep interval (7.5 minutes) of entities waiting for the sweep.
-	maxLive := newPerBucket * ((time.Hour+10*time.Minute).Milliseconds()/bucketMs + activeBuckets)
+	// one sweep interval (a quarter TTL, 15 minutes) of entities waiting for
+	// the sweep.
+	maxLive := newPerBucket * ((time.Hour+17*time.Minute).Milliseconds()/bucketMs + activeBuckets)
 	if m.LiveEntities > maxLive || m.LiveEntities < newPerBucket*perHour {
 		t.Errorf("%d live entities at the end; want between %d and %d",
 			m.LiveEntities, newPerBucket*perHour, maxLive)

@@ -162,7 +162,9 @@ func (c Config) validate() (geometry, error) {
 			"state would vanish while queries still cover it",
 			c.EntityTTL, time.Duration(span)*time.Millisecond)
 	}
-	g.sweepMs = max(g.widthMs, g.ttlMs/8)
+	// A sweep reads every entity, so it runs a few times per TTL: often
+	// enough that idle state lingers at most a quarter TTL past its time.
+	g.sweepMs = max(g.widthMs, g.ttlMs/4)
 	_, g.eventTime = c.Clock.(*EventClock)
 	if !g.eventTime {
 		// Ceiling: an event up to skew ahead of now may sit in a bucket that

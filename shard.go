@@ -403,11 +403,12 @@ func (s *shard) maybeSweep() {
 }
 
 // sweep releases entities idle for longer than the TTL, drops expired
-// buckets from the others and shrinks their rings, then compacts the shard
-// if released space has come to dominate it.
+// buckets from the others that went quiet and shrinks their rings, then
+// compacts the shard if released space has come to dominate it.
 func (s *shard) sweep(nowMs int64) {
 	nowB := s.geo.bucketOf(nowMs)
 	idleBefore := subSat(nowMs, s.geo.ttlMs)
+	quietBefore := subSat(nowMs, s.geo.sweepMs)
 	for idx := range s.entities {
 		ent := &s.entities[idx]
 		if !ent.live {
@@ -415,6 +416,12 @@ func (s *shard) sweep(nowMs int64) {
 		}
 		if ent.lastMs < idleBefore {
 			s.release(uint32(idx))
+			continue
+		}
+		if ent.lastMs >= quietBefore {
+			// Written since the last sweep: its rings were sized by their
+			// rate when they grew, and expire on their own when full.
+			// Trimming them would read a cache line per feature for little.
 			continue
 		}
 		if s.geo.unreachable(s.geo.bucketOf(ent.lastMs), nowB) {

@@ -212,7 +212,9 @@ func (r *rings) predict(sr *series, blk []bucket, nowB int64) int {
 	// predicted to need less.
 	oldest, newest := blk[sr.head], blk[slot(sr, int(sr.n)-1, blk)]
 	span := int64(max(int32(newest.id-oldest.id), int32(uint32(nowB)-oldest.id)))
-	if span <= 0 {
+	if span < r.geo.long/8 {
+		// Too short a history to extrapolate from: a burst of a few
+		// minutes would pass for an hour of steady traffic.
 		return 0
 	}
 	want := (int64(sr.n)-1)*r.geo.long/span + 2
