@@ -231,15 +231,16 @@ func (s *shard) apply(m *message) {
 			s.published.lostValues.Add(int64(ev.n))
 			continue
 		}
-		for _, v := range m.values[ev.first : ev.first+ev.n] {
-			s.observe(ent, v, b, nowB)
+		for i, v := range m.values[ev.first : ev.first+ev.n] {
+			s.observe(ent, i, v, b, nowB)
 		}
 	}
 }
 
-// observe adds one value to the entity's series and the population ring.
-func (s *shard) observe(ent *entity, v FeatureValue, b, nowB int64) {
-	sr, err := s.seriesFor(ent, v.FeatureID)
+// observe adds one value, the i-th of its event, to the entity's series and
+// the population ring.
+func (s *shard) observe(ent *entity, i int, v FeatureValue, b, nowB int64) {
+	sr, err := s.seriesFor(ent, i, v.FeatureID)
 	if err == nil {
 		err = s.rings.put(sr, b, nowB, v.Value)
 	}
@@ -308,8 +309,14 @@ func (s *shard) seriesOf(ent *entity) []series {
 }
 
 // seriesFor returns the entity's series for a feature, adding it if new.
-func (s *shard) seriesFor(ent *entity, feature int32) (*series, error) {
+// Producers tend to send an entity's features in the same order every
+// time, and series are added in the order first seen, so the series at the
+// value's position in its event is tried first.
+func (s *shard) seriesFor(ent *entity, hint int, feature int32) (*series, error) {
 	list := s.seriesOf(ent)
+	if hint < len(list) && list[hint].feature == feature {
+		return &list[hint], nil
+	}
 	for i := range list {
 		if list[i].feature == feature {
 			return &list[i], nil
@@ -547,7 +554,7 @@ func (n *shard) adopt(old *shard, ent *entity) error {
 		if sr.n == 0 {
 			continue
 		}
-		nsr, err := n.seriesFor(dst, sr.feature)
+		nsr, err := n.seriesFor(dst, int(dst.nSeries), sr.feature)
 		if err != nil {
 			return err
 		}
