@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 )
 
@@ -26,6 +27,9 @@ func (e *Engine) IngestWith(ctx context.Context, events []Event, opts IngestOpti
 		return IngestResult{}, err
 	}
 	defer e.leave()
+	if err := e.beginIntake(); err != nil {
+		return IngestResult{}, err
+	}
 
 	var res IngestResult
 	r := e.getRoute()
@@ -104,6 +108,7 @@ func (e *Engine) enqueue(ctx context.Context, r *routing, res *IngestResult, wai
 			continue
 		}
 		events, values, msgNow := int64(len(m.events)), int64(len(m.values)), m.nowMs
+		m.queued = time.Now()
 		if serr := e.send(ctx, e.shards[i], m, wait); serr != nil {
 			res.DroppedOverloaded += events
 			e.shards[i].recycle(m)

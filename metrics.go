@@ -1,5 +1,7 @@
 package streamfeat
 
+import "sync/atomic"
+
 // Metrics is a snapshot of the engine's counters and gauges.
 type Metrics struct {
 	EventsAccepted int64
@@ -36,6 +38,9 @@ type ShardMetrics struct {
 	BytesReclaimed int64 // slab bytes returned by compactions
 	ExpiredInQueue int64 // accepted events already older than the window when applied
 	LostValues     int64 // values not stored because the arena was exhausted
+
+	BatchEvents  Histogram // events per batch share applied
+	ApplySeconds Histogram // from handing a batch share to the queue to its being applied
 }
 
 // Metrics returns a snapshot. Each figure is read atomically, but the
@@ -67,6 +72,8 @@ func (e *Engine) Metrics() Metrics {
 			BytesReclaimed:     p.reclaimed.Load(),
 			ExpiredInQueue:     p.expiredLate.Load(),
 			LostValues:         p.lostValues.Load(),
+			BatchEvents:        p.batchEvents.snapshot(),
+			ApplySeconds:       p.applyLatency.snapshot(),
 		}
 		m.Shards[i] = sm
 		m.LiveEntities += sm.LiveEntities
@@ -76,3 +83,69 @@ func (e *Engine) Metrics() Metrics {
 	}
 	return m
 }
+
+// Histogram counts observations in buckets. Counts[i] counts those above
+// Bounds[i-1] and at most Bounds[i]; the last count, Counts[len(Bounds)],
+// counts those above every bound.
+type Histogram struct {
+	Bounds []float64
+	Counts []uint64
+	Count  uint64
+	Sum    float64
+}
+
+// histogram is a Histogram that one goroutine writes and any may read. It
+// works in integer base units (events, nanoseconds) so that every update is
+// a plain atomic add.
+type histogram struct {
+	bounds []int64 // upper bounds, ascending, in base units
+	scale  float64 // converts base units to the unit Histogram reports
+	counts []atomic.Uint64
+	sum    atomic.Int64
+}
+
+func newHistogram(bounds []int64, scale float64) *histogram {
+	return &histogram{bounds: bounds, scale: scale, counts: make([]atomic.Uint64, len(bounds)+1)}
+}
+
+// observe records v. Bounds are few, so a linear scan beats a search.
+func (h *histogram) observe(v int64) {
+	i := 0
+	for i < len(h.bounds) && v > h.bounds[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sum.Add(v)
+}
+
+func (h *histogram) snapshot() Histogram {
+	out := Histogram{
+		Bounds: make([]float64, len(h.bounds)),
+		Counts: make([]uint64, len(h.counts)),
+		Sum:    float64(h.sum.Load()) * h.scale,
+	}
+	for i, b := range h.bounds {
+		out.Bounds[i] = float64(b) * h.scale
+	}
+	for i := range h.counts {
+		out.Counts[i] = h.counts[i].Load()
+		out.Count += out.Counts[i]
+	}
+	return out
+}
+
+// Bucket bounds of the shard histograms: batch shares in events, powers of
+// two to 65536; time from enqueue to applied, 10 µs to 10 s.
+var (
+	batchEventBounds = func() []int64 {
+		var b []int64
+		for n := int64(1); n <= 1<<16; n *= 2 {
+			b = append(b, n)
+		}
+		return b
+	}()
+	applyLatencyBounds = []int64{
+		10e3, 25e3, 50e3, 100e3, 250e3, 500e3, 1e6, 2.5e6, 5e6, 10e6, 25e6, 50e6,
+		100e6, 250e6, 500e6, 1e9, 2.5e9, 5e9, 10e9,
+	}
+)

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/dolthub/swiss"
 
@@ -16,7 +17,8 @@ import (
 type message struct {
 	events []queued
 	values []FeatureValue
-	nowMs  int64 // the clock as the producer saw it after its last event here
+	nowMs  int64     // the clock as the producer saw it after its last event here
+	queued time.Time // when the producer handed the message to the queue
 	run    func(*shard)
 	stop   bool
 }
@@ -130,6 +132,9 @@ type shardCounters struct {
 	reclaimed   atomic.Int64
 	expiredLate atomic.Int64
 	lostValues  atomic.Int64
+
+	batchEvents  *histogram
+	applyLatency *histogram
 }
 
 // seriesClasses returns the capacities of an entity's series-header list.
@@ -158,7 +163,7 @@ func newShard(id int, geo geometry, cfg Config) (*shard, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &shard{
+	s := &shard{
 		id:     id,
 		geo:    geo,
 		queue:  make(chan *message, cfg.QueueDepth),
@@ -171,7 +176,10 @@ func newShard(id int, geo geometry, cfg Config) (*shard, error) {
 			nextSweep:  math.MinInt64,
 			appliedNow: math.MinInt64,
 		},
-	}, nil
+	}
+	s.published.batchEvents = newHistogram(batchEventBounds, 1)
+	s.published.applyLatency = newHistogram(applyLatencyBounds, 1e-9)
+	return s, nil
 }
 
 // run is the owner goroutine: it applies messages in queue order until the
@@ -187,6 +195,8 @@ func (s *shard) run(e *Engine) {
 			continue
 		}
 		s.apply(m)
+		s.published.batchEvents.observe(int64(len(m.events)))
+		s.published.applyLatency.observe(int64(time.Since(m.queued)))
 		s.appliedNow = max(s.appliedNow, m.nowMs)
 		s.recycle(m)
 		s.maybeSweep()

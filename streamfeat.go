@@ -124,6 +124,9 @@ type Engine struct {
 	counters counters
 	routes   sync.Pool // *routing
 
+	// phase orders Restore before intake: see beginIntake in snapshot.go.
+	phase atomic.Int32
+
 	// Close protocol: every call increments inflight before it looks at
 	// closed and decrements it when it no longer touches a queue, so once
 	// Close has set closed and seen inflight at zero no message can follow
