@@ -53,6 +53,12 @@ type Config struct {
 	// DrainTimeout bounds how long Shutdown lets running RPCs finish before
 	// it cancels them. Default DefaultDrainTimeout (10s).
 	DrainTimeout time.Duration
+
+	// UnaryInterceptors and StreamInterceptors wrap every RPC, health checks
+	// and reflection included, the first outermost: the place for metrics
+	// such as those of package promexport. Default none.
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
 }
 
 // withDefaults validates c and fills its zero fields.
@@ -101,10 +107,15 @@ func New(engine *streamfeat.Engine, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.ChainUnaryInterceptor(cfg.UnaryInterceptors...),
+		grpc.ChainStreamInterceptor(cfg.StreamInterceptors...),
+	)
 	s := &Server{
 		engine:       engine,
 		cfg:          cfg,
-		grpc:         grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes)),
+		grpc:         gs,
 		health:       health.NewServer(),
 		shutdownDone: make(chan struct{}),
 	}

@@ -41,6 +41,7 @@ type loadFlags struct {
 	wait        bool
 	timeout     time.Duration
 	json        bool
+	metricsURL  string
 }
 
 func parseLoadFlags(args []string, stderr io.Writer) (*loadFlags, error) {
@@ -74,6 +75,8 @@ func parseLoadFlags(args []string, stderr io.Writer) (*loadFlags, error) {
 	fs.BoolVar(&f.wait, "wait-for-capacity", false, "ask the server to wait for queue space instead of dropping")
 	fs.DurationVar(&f.timeout, "rpc-timeout", 10*time.Second, "deadline of each RPC")
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
+	fs.StringVar(&f.metricsURL, "metrics-url", "", "the server's /metrics `URL`, such as "+
+		"http://127.0.0.1:9090/metrics: report its drop counters and queue depths (empty: off)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -99,6 +102,11 @@ func parseLoadFlags(args []string, stderr io.Writer) (*loadFlags, error) {
 	}
 	if err := checkLoopback(f.target, f.allowRemote); err != nil {
 		return bad("%v", err)
+	}
+	if f.metricsURL != "" {
+		if err := checkMetricsURL(f.metricsURL, f.allowRemote); err != nil {
+			return bad("%v", err)
+		}
 	}
 	return &f, nil
 }
@@ -196,6 +204,8 @@ type loadReport struct {
 	LatencyP99us  float64 `json:"latency_p99_us"`
 	LatencyMaxus  float64 `json:"latency_max_us"`
 	FirstError    string  `json:"first_error,omitempty"`
+
+	Server *serverReport `json:"server,omitempty"` // with --metrics-url
 }
 
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -222,7 +232,23 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ids[i] = reg[n]
 	}
 
+	// Scrape first, so that a bad --metrics-url fails before the load.
+	var before *serverFigures
+	if f.metricsURL != "" {
+		if before, err = scrapeServer(ctx, f.metricsURL, f.timeout); err != nil {
+			return err
+		}
+	}
+
 	rep := f.drive(ctx, backend, ids)
+	if before != nil {
+		after, err := scrapeServer(context.WithoutCancel(ctx), f.metricsURL, f.timeout)
+		if err != nil {
+			f.print(stdout, rep)
+			return err
+		}
+		rep.Server = newServerReport(f.metricsURL, before, after)
+	}
 	return f.print(stdout, rep)
 }
 
@@ -385,6 +411,9 @@ func (f *loadFlags) print(w io.Writer, r loadReport) error {
 		r.LatencyP50us, r.LatencyP90us, r.LatencyP99us, r.LatencyMaxus)
 	if r.FirstError != "" {
 		fmt.Fprintf(w, "first error   %s\n", r.FirstError)
+	}
+	if r.Server != nil {
+		r.Server.print(w)
 	}
 	return nil
 }

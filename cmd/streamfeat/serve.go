@@ -23,6 +23,11 @@ type serveConfig struct {
 	clock     string // "wall" or "event"
 	server    grpcserver.Config
 	logFormat string // "text" or "json"
+
+	metricsListen string // address of /metrics; empty: off
+	pprof         bool   // also serve /debug/pprof/ there
+
+	state stateConfig // --state-dir and its companions (state.go)
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -40,9 +45,12 @@ register feature names, send batches of events (entity id, timestamp,
 feature values) and ask for the count, mean and variance of a feature over
 the short (5 minute) and long (1 hour) rolling windows, per entity or over
 all entities, and whether the short window has drifted from the long one.
-State is kept in memory only. The service is streamfeat.v1.StreamFeat
+State is kept in memory; with --state-dir it is also written to snapshots
+and restored on start (docs/SNAPSHOT.md). The service is streamfeat.v1.StreamFeat
 (proto/streamfeat/v1/streamfeat.proto); the server also answers the standard
-gRPC health check and reflection, so grpcurl needs no proto file.
+gRPC health check and reflection, so grpcurl needs no proto file. With
+--metrics-listen it serves Prometheus metrics at /metrics over HTTP, and with
+--pprof also Go's profiles at /debug/pprof/.
 
 Example:
   streamfeat serve --clock event
@@ -86,6 +94,11 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.DurationVar(&cfg.server.DrainTimeout, "drain-timeout", grpcserver.DefaultDrainTimeout,
 		"on shutdown, time running calls get before they are cancelled")
 	fs.Var(logFormat, "log-format", "log format on stderr")
+	fs.StringVar(&cfg.metricsListen, "metrics-listen", "",
+		"TCP `address` to serve Prometheus metrics on at /metrics, such as 127.0.0.1:9090 (empty: off)")
+	fs.BoolVar(&cfg.pprof, "pprof", false,
+		"also serve Go profiles at /debug/pprof/ on --metrics-listen")
+	addStateFlags(fs, &cfg.state)
 	fs.Usage = func() { printServeUsage(fs) }
 
 	if err := applyEnv(fs, lookupEnv, stderr); err != nil {
@@ -99,6 +112,15 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "serve takes no arguments, got %q\n", fs.Args())
+		return cfg, errUsage
+	}
+
+	if cfg.pprof && cfg.metricsListen == "" {
+		fmt.Fprintln(stderr, "--pprof needs --metrics-listen: profiles are served beside /metrics")
+		return cfg, errUsage
+	}
+	if err := cfg.state.check(); err != nil {
+		fmt.Fprintln(stderr, err)
 		return cfg, errUsage
 	}
 
@@ -122,7 +144,11 @@ func printServeUsage(fs *flag.FlagSet) {
 			typ = strings.Join(c.choices, "|")
 		}
 		flagName := "--" + f.Name + " " + typ
-		fmt.Fprintf(w, "  %-28s %s, default %s\n", flagName, envName(f.Name), f.DefValue)
+		def := f.DefValue
+		if def == "" {
+			def = "off"
+		}
+		fmt.Fprintf(w, "  %-28s %s, default %s\n", flagName, envName(f.Name), def)
 		fmt.Fprintf(w, "      %s\n", usage)
 	})
 }
@@ -145,6 +171,13 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		lis.Close()
 		return err
 	}
+	stateDir, err := restoreState(cfg.state, engine, log)
+	if err != nil {
+		lis.Close()
+		engine.Close()
+		return err
+	}
+	rpcMetrics := addRPCMetrics(&cfg) // nil without --metrics-listen
 	srv, err := grpcserver.New(engine, cfg.server)
 	if err != nil {
 		lis.Close()
@@ -152,6 +185,14 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		return err
 	}
 
+	metrics, err := startMetrics(cfg, engine, rpcMetrics, log)
+	if err != nil {
+		lis.Close()
+		srv.Shutdown(context.Background())
+		return err
+	}
+
+	state := startState(stateDir, cfg.state, engine, log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	logStart(log, lis.Addr(), cfg, srv.Config())
@@ -176,7 +217,10 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		// acknowledged batch was still applied, so this is a clean stop.
 		err = nil
 	}
-	return errors.Join(failed, err)
+	// After Shutdown closed the engine, so it holds every acknowledged event.
+	saveErr := state.final()
+	// The metrics stay up until here, so the drain can be watched.
+	return errors.Join(failed, err, saveErr, metrics.stop())
 }
 
 func logStart(log *slog.Logger, addr net.Addr, cfg serveConfig, sc grpcserver.Config) {
