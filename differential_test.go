@@ -126,7 +126,6 @@ func runDifferential(t *testing.T, seed uint64, calls int) {
 		}
 		return offsets[f-1] + scales[f-1]*math.Round(r.NormFloat64()*64)/64
 	}
-	ctx := context.Background()
 	var total IngestResult
 	queries := 0
 	defer func() {
@@ -177,26 +176,7 @@ func runDifferential(t *testing.T, seed uint64, calls int) {
 		f := int32(1 + r.IntN(nFeatures))
 		ent := entities[r.IntN(6)]
 		what := describe("call %d, entity %q, feature %d", call, ent, f)
-		switch r.IntN(4) {
-		case 0:
-			checkAgainst(t, what+" short", stats(t, e, ent, f, Short), m.window(ent, f, 60, 0), 4, 1e-9)
-			checkAgainst(t, what+" long", stats(t, e, ent, f, Long), m.window(ent, f, 720, 0), 4, 1e-9)
-		case 1:
-			checkAgainst(t, what+" population short", popStats(t, e, f, Short), m.window("", f, 60, 0), 4, 1e-9)
-			checkAgainst(t, what+" population long", popStats(t, e, f, Long), m.window("", f, 720, 0), 4, 1e-9)
-		case 2:
-			rep, err := e.Drift(ctx, ent, f, DriftOptions{ExcludeShortFromLong: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkDriftAgainst(t, what+" drift", rep, m.window(ent, f, 60, 0), m.window(ent, f, 720, 60))
-		case 3:
-			rep, err := e.PopulationDrift(ctx, f, DriftOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkDriftAgainst(t, what+" population drift", rep, m.window("", f, 60, 0), m.window("", f, 720, 0))
-		}
+		compareQuery(t, e, m, r.IntN(4), ent, f, what)
 		if t.Failed() {
 			t.FailNow()
 		}
@@ -236,5 +216,33 @@ func checkDriftAgainst(t *testing.T, what string, r DriftReport, short, long *or
 		r.InverseVarianceRatio > DefaultVarianceRatioThreshold)
 	if r.MeanShift != mean || r.VarianceShift != vari || r.Drifted != (mean || vari) {
 		t.Errorf("%s: flags %+v disagree with the metrics", what, r)
+	}
+}
+
+// compareQuery runs one kind of query (0: entity stats, 1: population stats,
+// 2: entity drift against the baseline, 3: population drift) on the engine
+// and compares it with the model.
+func compareQuery(t *testing.T, e *Engine, m *model, kind int, ent string, f int32, what string) {
+	t.Helper()
+	ctx := context.Background()
+	switch kind {
+	case 0:
+		checkAgainst(t, what+" short", stats(t, e, ent, f, Short), m.window(ent, f, 60, 0), 4, 1e-9)
+		checkAgainst(t, what+" long", stats(t, e, ent, f, Long), m.window(ent, f, 720, 0), 4, 1e-9)
+	case 1:
+		checkAgainst(t, what+" population short", popStats(t, e, f, Short), m.window("", f, 60, 0), 4, 1e-9)
+		checkAgainst(t, what+" population long", popStats(t, e, f, Long), m.window("", f, 720, 0), 4, 1e-9)
+	case 2:
+		rep, err := e.Drift(ctx, ent, f, DriftOptions{ExcludeShortFromLong: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkDriftAgainst(t, what+" drift", rep, m.window(ent, f, 60, 0), m.window(ent, f, 720, 60))
+	case 3:
+		rep, err := e.PopulationDrift(ctx, f, DriftOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkDriftAgainst(t, what+" population drift", rep, m.window("", f, 60, 0), m.window("", f, 720, 0))
 	}
 }

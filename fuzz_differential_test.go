@@ -1,7 +1,6 @@
 package streamfeat
 
 import (
-	"context"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -46,7 +45,6 @@ func runEngineDifferential(t *testing.T, in *fuzzInput) {
 	const nFeatures = 4
 	e := newEventEngine(t, nFeatures, Config{Shards: 1 + in.intn(4)})
 	m := &model{nFeatures: nFeatures}
-	ctx := context.Background()
 	var total, want IngestResult
 
 	for op := 0; op < 64 && !in.done(); op++ {
@@ -69,26 +67,7 @@ func runEngineDifferential(t *testing.T, in *fuzzInput) {
 		ent := diffEntities[in.intn(4)]
 		f := int32(1 + in.intn(nFeatures))
 		what := describe("op %d, entity %q, feature %d", op, ent, f)
-		switch k % 4 {
-		case 0:
-			checkAgainst(t, what+" short", stats(t, e, ent, f, Short), m.window(ent, f, 60, 0), 4, 1e-9)
-			checkAgainst(t, what+" long", stats(t, e, ent, f, Long), m.window(ent, f, 720, 0), 4, 1e-9)
-		case 1:
-			checkAgainst(t, what+" population short", popStats(t, e, f, Short), m.window("", f, 60, 0), 4, 1e-9)
-			checkAgainst(t, what+" population long", popStats(t, e, f, Long), m.window("", f, 720, 0), 4, 1e-9)
-		case 2:
-			rep, err := e.Drift(ctx, ent, f, DriftOptions{ExcludeShortFromLong: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkDriftAgainst(t, what+" drift", rep, m.window(ent, f, 60, 0), m.window(ent, f, 720, 60))
-		case 3:
-			rep, err := e.PopulationDrift(ctx, f, DriftOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkDriftAgainst(t, what+" population drift", rep, m.window("", f, 60, 0), m.window("", f, 720, 0))
-		}
+		compareQuery(t, e, m, int(k%4), ent, f, what)
 		if t.Failed() {
 			t.FailNow()
 		}
