@@ -27,12 +27,15 @@ if [ "${BENCH:-}" = "." ]; then
 fi
 
 # BENCH may also name sets from the list below, e.g. BENCH="query memory".
-for set in ${BENCH:-ingest ingest-1e6 roofline parallel query index memory}; do
+for set in ${BENCH:-ingest ingest-1e6 ingest-target roofline parallel query index grpc memory}; do
 	case $set in
 	# Each level of a -bench pattern matches anywhere in its part of the
 	# name, so the levels are anchored: entities=1000 must not match 1000000.
 	ingest) run ingest 'Ingest$/^entities=(1000|100000)$/^features=(1|10)$/^batch=(1|64|512)$/^shards=(1|2)$' ;;
 	ingest-1e6) run ingest-1e6 'Ingest$/^entities=1000000$/^features=10$/^batch=512$/^shards=2$' ;;
+	# The target case, and one event per queue message beside it.
+	ingest-target) run ingest-target 'Ingest$/^entities=100000$/^features=10$/^batch=(1|512)$/^shards=2$' ;;
+	grpc) run grpc 'GRPCIngest' ./grpcserver ;;
 	roofline) run roofline 'Roofline' ;;
 	parallel) run parallel 'IngestParallel' ;;
 	query) run query 'Stats|Drift' ;;
