@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -51,7 +53,9 @@ func (s *service) RegisterSchema(ctx context.Context, req *pb.RegisterSchemaRequ
 // A codec that decodes leniently and validates here could answer
 // INVALID_ARGUMENT and drop only the bad events.
 func (s *service) IngestBatch(ctx context.Context, req *pb.IngestBatchRequest) (*pb.IngestBatchResponse, error) {
-	events, err := s.events(req.GetEvents())
+	buf := getBatchBuf()
+	defer putBatchBuf(buf)
+	events, err := s.events(req.GetEvents(), buf)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +108,7 @@ func beforeDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // events checks a batch against the limits and converts it. One backing
 // array holds every event's values, so a batch costs two allocations.
-func (s *service) events(in []*pb.Event) ([]streamfeat.Event, error) {
+func (s *service) events(in []*pb.Event, buf *batchBuf) ([]streamfeat.Event, error) {
 	if len(in) > s.cfg.MaxBatchEvents {
 		return nil, status.Errorf(codes.InvalidArgument,
 			"batch of %d events is over the limit of %d events per call (max batch events); "+
@@ -115,8 +119,9 @@ func (s *service) events(in []*pb.Event) ([]streamfeat.Event, error) {
 	for _, ev := range in {
 		nValues += len(ev.GetValues())
 	}
-	values := make([]streamfeat.FeatureValue, 0, nValues)
-	out := make([]streamfeat.Event, len(in))
+	values := slices.Grow(buf.values[:0], nValues)
+	out := slices.Grow(buf.events[:0], len(in))[:len(in)]
+	buf.values, buf.events = values, out
 	for i, ev := range in {
 		first := len(values)
 		for j, v := range ev.GetValues() {
@@ -134,6 +139,32 @@ func (s *service) events(in []*pb.Event) ([]streamfeat.Event, error) {
 		}
 	}
 	return out, nil
+}
+
+// batchBuf holds the engine's form of one request's events. The engine
+// keeps nothing of them once Ingest returns, so buffers are reused across
+// calls: converting a 1000-event request would otherwise allocate 200 KB.
+type batchBuf struct {
+	events []streamfeat.Event
+	values []streamfeat.FeatureValue
+}
+
+// maxPooledBatch bounds the buffers kept for reuse, so that one huge batch
+// does not pin its memory.
+const maxPooledBatch = 1 << 16
+
+var batchBufs = sync.Pool{New: func() any { return new(batchBuf) }}
+
+func getBatchBuf() *batchBuf { return batchBufs.Get().(*batchBuf) }
+
+// putBatchBuf returns buf for reuse, without the entity ids, which point
+// into the request.
+func putBatchBuf(buf *batchBuf) {
+	if cap(buf.events) > maxPooledBatch || cap(buf.values) > 16*maxPooledBatch {
+		return
+	}
+	clear(buf.events)
+	batchBufs.Put(buf)
 }
 
 func (s *service) GetFeatureStats(ctx context.Context, req *pb.GetFeatureStatsRequest) (*pb.GetFeatureStatsResponse, error) {
