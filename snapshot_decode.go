@@ -344,7 +344,7 @@ func appendSeries(s *shard, ent *entity, feature int32) (*series, error) {
 
 // ring reads a series' buckets into a new ring block. Every bucket must be
 // after the one before, not after the entity's newest (lastB), and within
-// 2^30 buckets of it, so that 32-bit ids order them (see bucket.id).
+// 2^30 buckets before it, so that 32-bit ids order them (see bucket.id).
 func (d *decoder) ring(p *payload, s *shard, sr *series, lastB int64) {
 	n := p.count(s.geo.maxLive(), minBucketBytes)
 	if p.err == nil && n == 0 {
@@ -384,7 +384,9 @@ func (d *decoder) ring(p *payload, s *shard, sr *series, lastB int64) {
 		}
 		blk[k] = bucket{id: uint32(b), n: uint32(cnt), shift: shift, mean: mean, m2: m2}
 	}
-	if b > lastB || b-first >= 1<<30 {
+	// The oldest bucket must lie within 2^30 buckets of the newest event,
+	// or its 32-bit id could alias a bucket of the current window.
+	if b > lastB || uint64(lastB-first) >= 1<<30 {
 		p.fail("buckets %d to %d with the newest event in bucket %d", first, b, lastB)
 	}
 }
@@ -421,8 +423,16 @@ func (d *decoder) pop(p *payload) error {
 		return d.check(secPop, p)
 	}
 
+	// The count comes first: a ring is allocated only for a section that
+	// brings buckets for it, as the encoder never writes an empty one.
+	n := p.count(popRingLen(s.geo), minBucketBytes)
+	if p.err == nil && n == 0 {
+		p.fail("population of feature %d with no bucket", f)
+	}
+	if p.err != nil {
+		return d.check(secPop, p)
+	}
 	ring := s.popFor(int32(f))
-	n := p.count(len(ring), minBucketBytes)
 	for range n {
 		id, cnt := p.varint(), p.uvarint()
 		shift, mean, m2 := p.float(), p.float(), p.float()

@@ -354,8 +354,10 @@ func TestSnapshotCorruption(t *testing.T) {
 }
 
 // FuzzSnapshotDecode feeds arbitrary bytes to the decoder: it must never
-// panic nor allocate beyond a small multiple of its input, and whatever it
-// accepts must restore into an engine that answers queries.
+// panic (allocation is bounded by the section caps and the engine's own
+// configuration; TestRestoreAllocationFollowsInput checks the one fixed
+// cost), and whatever it accepts must restore into an engine that answers
+// queries.
 func FuzzSnapshotDecode(f *testing.F) {
 	src := newEngine(f, snapCfg(NewEventClock()))
 	registerN(f, src, 3)

@@ -322,12 +322,15 @@ type popBucket struct {
 // future skew, so two live buckets never share a slot.
 type popRing []popBucket
 
-func newPopRing(geo geometry) popRing {
+func newPopRing(geo geometry) popRing { return make(popRing, popRingLen(geo)) }
+
+// popRingLen is the power of two above the most buckets live at once.
+func popRingLen(geo geometry) int {
 	size := 1
 	for size <= geo.maxLive() {
 		size *= 2
 	}
-	return make(popRing, size)
+	return size
 }
 
 // observe adds x to bucket b.

@@ -68,8 +68,14 @@ func snapSeq(name string) (uint64, bool) {
 		return 0, false
 	}
 	seq, err := strconv.ParseUint(num, 10, 64)
-	return seq, err == nil
+	// Numbers this large are not ours: the next one would wrap to 0 and
+	// the stale file would stay "newest" for ever.
+	return seq, err == nil && seq < maxSnapSeq
 }
+
+// maxSnapSeq bounds the sequence numbers taken for snapshot files; at one
+// snapshot a millisecond it lasts for ages.
+const maxSnapSeq = 1 << 62
 
 // snapshots returns the paths of the snapshots, oldest first.
 func (d *stateDir) snapshots() ([]string, error) {

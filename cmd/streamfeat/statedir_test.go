@@ -183,3 +183,26 @@ func TestStateFlags(t *testing.T) {
 		t.Errorf("negative --snapshot-every: %v; want a usage error", err)
 	}
 }
+
+// TestSnapSeqBounds: a file numbered near the top of uint64 is not taken as
+// a snapshot, since the next number would wrap to 0 and the stale file would
+// stay the newest for ever.
+func TestSnapSeqBounds(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		seq  uint64
+		ok   bool
+	}{
+		{snapPrefix + "7" + snapSuffix, 7, true},
+		{snapPrefix + "4611686018427387903" + snapSuffix, 1<<62 - 1, true},
+		{snapPrefix + "4611686018427387904" + snapSuffix, 0, false},
+		{snapPrefix + "18446744073709551615" + snapSuffix, 0, false},
+		{snapPrefix + "x" + snapSuffix, 0, false},
+		{"other" + snapSuffix, 0, false},
+	} {
+		seq, ok := snapSeq(c.name)
+		if ok != c.ok || (ok && seq != c.seq) {
+			t.Errorf("snapSeq(%q) = %d, %v; want %d, %v", c.name, seq, ok, c.seq, c.ok)
+		}
+	}
+}
