@@ -72,9 +72,9 @@ var (
 		shardLabel, nil)
 )
 
-// TODO: snapshot duration and size are measured where snapshots are written
-// (the serve command's state directory), not by the engine, so they are not
-// exported here.
+// Snapshot duration and size are measured where snapshots are written, by
+// the serve command's state directory, not by the engine, so they are not
+// among this collector's families.
 
 // Collector is a prometheus.Collector over an engine's Metrics snapshot.
 // It is safe for concurrent use.

@@ -48,7 +48,7 @@ type metricsServer struct {
 // RPCs' metrics, with the Go runtime's and the process's, until stop. It
 // returns nil, and serves nothing, when --metrics-listen is off.
 func startMetrics(cfg serveConfig, engine *streamfeat.Engine, rpc *promexport.RPCMetrics,
-	log *slog.Logger) (*metricsServer, error) {
+	snaps *snapshotMetrics, log *slog.Logger) (*metricsServer, error) {
 	if cfg.metricsListen == "" {
 		return nil, nil
 	}
@@ -59,6 +59,9 @@ func startMetrics(cfg serveConfig, engine *streamfeat.Engine, rpc *promexport.RP
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if snaps != nil {
+		reg.MustRegister(snaps.duration, snaps.size, snaps.failures)
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -105,4 +108,50 @@ func (m *metricsServer) stop() error {
 		return fmt.Errorf("metrics server: %w", err)
 	}
 	return nil
+}
+
+// snapshotMetrics time and size the state directory's snapshots. The engine
+// does not write files, so these are measured here, where they are written.
+type snapshotMetrics struct {
+	duration prometheus.Histogram
+	size     prometheus.Gauge
+	failures prometheus.Counter
+}
+
+// newSnapshotMetrics returns the snapshot families, or nil when metrics are
+// off or there is no state directory.
+func newSnapshotMetrics(cfg serveConfig, dir *stateDir) *snapshotMetrics {
+	if cfg.metricsListen == "" || dir == nil {
+		return nil
+	}
+	m := &snapshotMetrics{
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "streamfeat_snapshot_duration_seconds",
+			Help:    "Time to take and write one snapshot to the state directory.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10), // 1 ms to 4.4 min
+		}),
+		size: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamfeat_snapshot_size_bytes",
+			Help: "Size of the newest snapshot written.",
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamfeat_snapshot_failures_total",
+			Help: "Snapshots that could not be written.",
+		}),
+	}
+	dir.metrics = m
+	return m
+}
+
+// observe records one snapshot; it does nothing on a nil receiver.
+func (m *snapshotMetrics) observe(took time.Duration, size int64, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.failures.Inc()
+		return
+	}
+	m.duration.Observe(took.Seconds())
+	m.size.Set(float64(size))
 }

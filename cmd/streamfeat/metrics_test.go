@@ -460,3 +460,33 @@ func TestDashboardQueriesExportedFamilies(t *testing.T) {
 		t.Errorf("checked only %d names; did the dashboard's layout change?", checked)
 	}
 }
+
+// TestSnapshotMetrics: with a state directory, the server times and sizes
+// its periodic snapshots on /metrics.
+func TestSnapshotMetrics(t *testing.T) {
+	for _, name := range []string{"STATE_DIR", "SNAPSHOT_EVERY", "DISCARD_BAD_STATE"} {
+		t.Setenv(envPrefix+name, "")
+	}
+	p := startServe(t, "--state-dir", t.TempDir(), "--snapshot-every", "20ms")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		fams := scrape(t, p.metricsAddr)
+		if fams["streamfeat_snapshot_duration_seconds"] != nil &&
+			value(t, fams, "streamfeat_snapshot_duration_seconds") >= 2 {
+			if size := value(t, fams, "streamfeat_snapshot_size_bytes"); size <= 0 {
+				t.Fatalf("snapshot size %v; want the bytes of the newest snapshot", size)
+			}
+			if f := value(t, fams, "streamfeat_snapshot_failures_total"); f != 0 {
+				t.Fatalf("%v snapshot failures; want 0", f)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no two snapshots timed on /metrics within 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := p.stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -185,7 +185,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		return err
 	}
 
-	metrics, err := startMetrics(cfg, engine, rpcMetrics, log)
+	metrics, err := startMetrics(cfg, engine, rpcMetrics, newSnapshotMetrics(cfg, stateDir), log)
 	if err != nil {
 		lis.Close()
 		srv.Shutdown(context.Background())

@@ -94,6 +94,7 @@ func restoreFile(engine *streamfeat.Engine, path string) error {
 func saveState(dir *stateDir, engine *streamfeat.Engine, log *slog.Logger) error {
 	start := time.Now()
 	path, size, err := dir.write(engine.Snapshot)
+	dir.metrics.observe(time.Since(start), size, err)
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}

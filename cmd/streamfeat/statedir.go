@@ -20,8 +20,9 @@ import (
 // directory holds either the old set or the new one, never a partial file
 // under a snapshot's name. It is not safe for concurrent use.
 type stateDir struct {
-	path string
-	next uint64 // sequence number of the next snapshot
+	path    string
+	next    uint64           // sequence number of the next snapshot
+	metrics *snapshotMetrics // nil without --metrics-listen
 }
 
 const (
