@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -135,6 +136,10 @@ func (e *Engine) send(ctx context.Context, s *shard, m *message, wait bool) erro
 	default:
 	}
 	if !wait {
+		// A full queue means its owner is behind. Producers that retry at
+		// once would keep the cores from it, so the caller yields its
+		// time slice before it hears of the drop.
+		runtime.Gosched()
 		return ErrOverloaded
 	}
 	select {
