@@ -180,3 +180,19 @@ func TestMaxFeaturesAtTheCap(t *testing.T) {
 		t.Fatalf("%d values lost", lost)
 	}
 }
+
+// TestConfigInForce: Engine.Config reports the defaults that zero fields
+// stand for, so that callers can log what is in force.
+func TestConfigInForce(t *testing.T) {
+	e, err := New(Config{Shards: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	c := e.Config()
+	if c.Shards != 3 || c.QueueDepth != DefaultQueueDepth || c.EntityTTL != DefaultEntityTTL ||
+		c.BucketWidth != DefaultBucketWidth || c.LongBuckets != DefaultLongBuckets ||
+		c.MaxFeatures != DefaultMaxFeatures || c.Clock == nil {
+		t.Errorf("config in force %+v; want 3 shards and every other field at its default", c)
+	}
+}

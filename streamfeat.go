@@ -231,6 +231,10 @@ func (e *Engine) shardOf(entity string) int {
 // nowMs reads the engine clock.
 func (e *Engine) nowMs() int64 { return e.clock.NowMs() }
 
+// Config returns the configuration in force: the one New was given, with
+// every zero field set to its default.
+func (e *Engine) Config() Config { return e.cfg }
+
 // Geometry returns the window settings in force: bucket width and the number
 // of buckets in the short and long windows.
 func (e *Engine) Geometry() (width time.Duration, short, long int) {

@@ -195,7 +195,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	state := startState(stateDir, cfg.state, engine, log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
-	logStart(log, lis.Addr(), cfg, srv.Config())
+	logStart(log, lis.Addr(), cfg, engine.Config(), srv.Config())
 
 	// Wait for a signal, or for the listener to fail.
 	var failed error
@@ -223,8 +223,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	return errors.Join(failed, err, saveErr, metrics.stop())
 }
 
-func logStart(log *slog.Logger, addr net.Addr, cfg serveConfig, sc grpcserver.Config) {
-	shards, queueDepth, ttl := cfg.engine.Shards, cfg.engine.QueueDepth, cfg.engine.EntityTTL
+// logStart logs the settings in force, defaults filled in, so that a flag
+// left at 0 shows what it means.
+func logStart(log *slog.Logger, addr net.Addr, cfg serveConfig, ec streamfeat.Config,
+	sc grpcserver.Config) {
+	shards, queueDepth, ttl := ec.Shards, ec.QueueDepth, ec.EntityTTL
 	log.Info("serving streamfeat.v1.StreamFeat",
 		"addr", addr.String(),
 		"shards", shards,
