@@ -126,7 +126,9 @@ func DetectFormat(path string) (Format, error) {
 	case ".parquet", ".parq":
 		return FormatParquet, nil
 	}
-	return 0, fmt.Errorf("replay: %s: cannot tell the format from the name (.csv, .ndjson, .jsonl, .json, .parquet, with .gz for text); name it (--format in the command)", path)
+	return 0, fmt.Errorf("replay: %s: cannot tell the format from the name "+
+		"(.csv, .ndjson, .jsonl, .json, .parquet, with .gz for text); "+
+		"name it (--format in the command)", path)
 }
 
 // Open opens a log file as a Source. Format FormatAuto goes by the name;
