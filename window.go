@@ -44,9 +44,14 @@ func welford(n, shift float64, mean, m2 *float64, x float64) {
 	*m2 += delta * (d - *mean)
 }
 
-// series is one feature's ring of buckets within an entity. The ring lives in
-// the shard's bucket arena: n records from slot head on, wrapping at the
+// series is one feature's ring of buckets within an entity. The ring lives
+// in the shard's bucket arena: n records from slot head on, wrapping at the
 // block's end, sorted by bucket.
+//
+// TODO: with one ring per feature an event of ten features touches ten
+// rings' cache lines; one ring per entity whose rows hold every feature's
+// moments would touch one, which is what ingest needs to reach its 20M
+// values/s target (docs/PERFORMANCE.md, Shortfalls).
 type series struct {
 	feature int32
 	block   arena.Handle
