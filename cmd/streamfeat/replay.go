@@ -245,6 +245,13 @@ func (f *replayFlags) replayFiles(ctx context.Context, rp *replay.Replayer, form
 	if runErr == nil {
 		runErr = nothingAccepted(sum, f.target != "")
 	}
+	if in := sum.Ingest; runErr == nil && f.target != "" && in.DroppedTooOld > 0 {
+		// A log older than the server's clock loses its start quietly;
+		// say so, since the alerts then describe only part of it.
+		fmt.Fprintf(stderr, "warning: %d of %d events dropped as too old: the server had seen "+
+			"newer events; replay into a server started with --clock event that has not\n",
+			in.DroppedTooOld, in.AcceptedEvents+in.DroppedEvents)
+	}
 	return runErr
 }
 

@@ -67,6 +67,12 @@ func restoreState(c stateConfig, engine *streamfeat.Engine, log *slog.Logger) (*
 		log.Info("restored state", "file", path, "entities", m.LiveEntities,
 			"features", len(engine.Schema()), "took", time.Since(start).Round(time.Millisecond).String())
 		return dir, nil
+	case !c.discard && errors.Is(err, streamfeat.ErrSnapshotMismatch):
+		// The file is good; the settings differ. Setting it aside would
+		// throw the state away for nothing.
+		return nil, fmt.Errorf("restore state from %s: %w (start with the settings the "+
+			"snapshot was taken with, or with --discard-bad-state to set it aside and "+
+			"start empty)", path, err)
 	case !c.discard:
 		return nil, fmt.Errorf("restore state from %s: %w (start with --discard-bad-state "+
 			"to set it aside and start empty)", path, err)
