@@ -141,12 +141,15 @@ func (r *Replayer) Run(ctx context.Context, src Source) error {
 		r.rows.Add(1)
 		if err != nil {
 			var rerr *RowError
-			if !errors.As(err, &rerr) || r.cfg.Strict {
+			if !errors.As(err, &rerr) {
 				return err
 			}
 			r.sum.BadRows[rerr.Reason]++
 			if r.cfg.OnBadRow != nil {
 				r.cfg.OnBadRow(rerr)
+			}
+			if r.cfg.Strict {
+				return err
 			}
 			continue
 		}

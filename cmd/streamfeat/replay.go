@@ -229,6 +229,11 @@ func (f *replayFlags) replayFiles(ctx context.Context, rp *replay.Replayer, form
 				err = fmt.Errorf("close %s: %w", path, cerr)
 			}
 			if err != nil {
+				if ctx.Err() == nil {
+					// The rows read before the failure still count: send the
+					// batch in hand, so the summary says what was kept.
+					err = errors.Join(err, rp.Finish(ctx))
+				}
 				return fmt.Errorf("%s: %w", path, err)
 			}
 		}

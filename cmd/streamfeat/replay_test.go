@@ -96,9 +96,17 @@ func TestReplayBadRows(t *testing.T) {
 		t.Errorf("summary does not count the bad rows:\n%s", stdout.String())
 	}
 
+	stdout.Reset()
 	err := runReplay(context.Background(), replayArgs("--strict", path), &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "line 3") {
 		t.Errorf("strict: err %v; want the first bad row", err)
+	}
+	// The summary counts the row that stopped the run, and the good row
+	// before it was sent, not left in the batch.
+	for _, want := range []string{"2 read, 1 bad, bad_time 1", "events        1 accepted"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("strict summary lacks %q:\n%s", want, stdout.String())
+		}
 	}
 }
 
