@@ -53,6 +53,7 @@ func (e *Engine) IngestWith(ctx context.Context, events []Event, opts IngestOpti
 // clock together get here; fixing it means validating shard by shard.
 func (e *Engine) route(events []Event, r *routing, res *IngestResult) {
 	nowMs := e.nowMs()
+	nowB := e.geo.bucketOf(nowMs)
 	latest := addSat(nowMs, e.geo.skewMs)
 	nFeatures := e.schema.n.Load()
 	for i := range events {
@@ -61,7 +62,7 @@ func (e *Engine) route(events []Event, r *routing, res *IngestResult) {
 			res.DroppedInvalid++
 			continue
 		}
-		if e.geo.expired(e.geo.bucketOf(ev.TimestampMs), e.geo.bucketOf(nowMs)) {
+		if e.geo.expired(e.geo.bucketOf(ev.TimestampMs), nowB) {
 			res.DroppedTooOld++
 			continue
 		}
@@ -87,8 +88,8 @@ func (e *Engine) route(events []Event, r *routing, res *IngestResult) {
 		m.events = append(m.events, queued{
 			entity: ev.EntityID, ts: ev.TimestampMs, first: uint32(first), n: uint32(n),
 		})
-		if e.geo.eventTime {
-			nowMs = max(nowMs, ev.TimestampMs)
+		if e.geo.eventTime && ev.TimestampMs > nowMs {
+			nowMs, nowB = ev.TimestampMs, e.geo.bucketOf(ev.TimestampMs)
 		}
 		m.nowMs = nowMs
 	}
@@ -125,6 +126,12 @@ func (e *Engine) enqueue(ctx context.Context, r *routing, res *IngestResult, wai
 	if e.events != nil && res.AcceptedEvents > 0 {
 		e.events.advance(newest)
 	}
+	if res.DroppedOverloaded > 0 && !wait {
+		// A full queue means its owner is behind. Producers that retry at
+		// once would keep the cores from it, so the caller yields its time
+		// slice before it hears of the drop.
+		runtime.Gosched()
+	}
 	return err
 }
 
@@ -136,10 +143,6 @@ func (e *Engine) send(ctx context.Context, s *shard, m *message, wait bool) erro
 	default:
 	}
 	if !wait {
-		// A full queue means its owner is behind. Producers that retry at
-		// once would keep the cores from it, so the caller yields its
-		// time slice before it hears of the drop.
-		runtime.Gosched()
 		return ErrOverloaded
 	}
 	select {

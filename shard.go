@@ -237,12 +237,8 @@ func (s *shard) apply(m *message) {
 			continue
 		}
 		ent := s.entityFor(ev.entity, ev.ts, nowB)
-		if ent == nil {
-			s.published.lostValues.Add(int64(ev.n))
-			continue
-		}
-		for i, v := range m.values[ev.first : ev.first+ev.n] {
-			s.observe(ent, i, v, b, nowB)
+		for k, v := range m.values[ev.first : ev.first+ev.n] {
+			s.observe(ent, k, v, b, nowB)
 		}
 	}
 }
@@ -255,12 +251,12 @@ func (s *shard) observe(ent *entity, i int, v FeatureValue, b, nowB int64) {
 		err = s.rings.put(sr, b, nowB, v.Value)
 	}
 	switch {
+	case err == nil:
+		s.popFor(v.FeatureID).observe(b, v.Value)
 	case errors.Is(err, errStale):
 		s.published.expiredLate.Add(1)
-	case err != nil:
-		s.fail(err)
 	default:
-		s.popFor(v.FeatureID).observe(b, v.Value)
+		s.fail(err)
 	}
 }
 
@@ -274,7 +270,7 @@ func (s *shard) fail(err error) {
 }
 
 // entityFor returns the entity's record, creating it on first sight, and
-// notes the event time. A nil result means the arena is exhausted.
+// notes the event time.
 func (s *shard) entityFor(key string, ts, nowB int64) *entity {
 	idx, ok := s.index.Get(key)
 	if !ok {
