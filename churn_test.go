@@ -157,30 +157,36 @@ func TestCompactionAfterCrowd(t *testing.T) {
 }
 
 // TestCompactionKeepsLiveState compacts a shard by hand and checks that
-// every entity answers bit for bit as before, whatever its ring size.
+// every entity answers bit for bit as before, whatever its ring size and
+// however many rings its features take.
 func TestCompactionKeepsLiveState(t *testing.T) {
-	e := newEventEngine(t, 3, Config{Shards: 1})
+	for _, features := range []int32{3, 2*groupWidth + 4} {
+		t.Run(strconv.Itoa(int(features)), func(t *testing.T) { compactAndCompare(t, features) })
+	}
+}
+
+func compactAndCompare(t *testing.T, features int32) {
+	e := newEventEngine(t, int(features), Config{Shards: 1})
 	var batch []Event
 	for i := range 200 {
 		// Entity i has values in i%300+1 buckets, some features only.
 		id := "e" + strconv.Itoa(i)
 		for b := range i%300 + 1 {
 			x := Event{EntityID: id, TimestampMs: t0 + int64(b)*5000}
-			x.Values = append(x.Values, fv(1, 1e12+float64(i*b)))
-			if i%2 == 0 {
-				x.Values = append(x.Values, fv(3, float64(b)))
+			for f := int32(1); f <= features; f++ {
+				if f == 1 || (i+int(f))%2 == 1 {
+					x.Values = append(x.Values, fv(f, 1e12+float64(i*b)+float64(f)))
+				}
 			}
 			batch = append(batch, x)
 		}
 	}
-	// Release some entities' slots first so the compaction has holes to
-	// squeeze out.
 	ingest(t, e, batch...)
 	snapshot := func() map[string]DriftReport {
 		out := map[string]DriftReport{}
 		for i := range 200 {
 			id := "e" + strconv.Itoa(i)
-			for _, f := range []int32{1, 2, 3} {
+			for f := int32(1); f <= features; f++ {
 				r, err := e.Drift(t.Context(), id, f, DriftOptions{ExcludeShortFromLong: true})
 				if err != nil {
 					t.Fatal(err)

@@ -102,15 +102,19 @@ func TestDifferential(t *testing.T) {
 	}
 	for _, seed := range seeds {
 		t.Run(strconv.FormatUint(seed, 10), func(t *testing.T) {
-			runDifferential(t, seed, calls)
+			runDifferential(t, seed, calls, 4, 5)
 		})
 	}
+	// Wide events: entities with more features than one ring row holds
+	// (groupWidth), gaining them a few at a time in any order.
+	t.Run("wide", func(t *testing.T) { runDifferential(t, 7, calls, 3*groupWidth, 3*groupWidth) })
 }
 
-func runDifferential(t *testing.T, seed uint64, calls int) {
+// runDifferential compares engine and model over calls random calls whose
+// events carry up to maxValues values of nFeatures features.
+func runDifferential(t *testing.T, seed uint64, calls int, nFeatures int32, maxValues int) {
 	r := rand.New(rand.NewPCG(seed, 99))
-	const nFeatures = 4
-	e := newEventEngine(t, nFeatures, Config{Shards: 3})
+	e := newEventEngine(t, int(nFeatures), Config{Shards: 3})
 	m := &model{nFeatures: nFeatures}
 	entities := []string{"a", "b", "c", "d", "e", "f", "", "\xff"}
 	offsets := []float64{0, 1e9, -1e12, 5}
@@ -124,7 +128,7 @@ func runDifferential(t *testing.T, seed uint64, calls int) {
 		case 1:
 			return math.Inf(1)
 		}
-		return offsets[f-1] + scales[f-1]*math.Round(r.NormFloat64()*64)/64
+		return offsets[(f-1)%4] + scales[(f-1)%4]*math.Round(r.NormFloat64()*64)/64
 	}
 	var total IngestResult
 	queries := 0
@@ -147,10 +151,10 @@ func runDifferential(t *testing.T, seed uint64, calls int) {
 				ts = clock - r.Int64N(400_000)
 			}
 			ev := Event{EntityID: entities[r.IntN(len(entities))], TimestampMs: ts}
-			for range r.IntN(5) {
-				f := int32(1 + r.IntN(nFeatures))
+			for range r.IntN(maxValues) {
+				f := int32(1 + r.IntN(int(nFeatures)))
 				if r.IntN(30) == 0 {
-					f = int32(r.IntN(2) * (nFeatures + 1)) // 0 or 5: not registered
+					f = int32(r.IntN(2)) * (nFeatures + 1) // 0 or one past the last: not registered
 				}
 				ev.Values = append(ev.Values, fv(f, value(max(1, min(f, nFeatures)))))
 			}
@@ -173,7 +177,7 @@ func runDifferential(t *testing.T, seed uint64, calls int) {
 		}
 
 		queries++
-		f := int32(1 + r.IntN(nFeatures))
+		f := int32(1 + r.IntN(int(nFeatures)))
 		ent := entities[r.IntN(6)]
 		what := describe("call %d, entity %q, feature %d", call, ent, f)
 		compareQuery(t, e, m, r.IntN(4), ent, f, what)

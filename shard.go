@@ -3,6 +3,7 @@ package streamfeat
 import (
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -77,25 +78,29 @@ func (m *message) reset() {
 	m.run = nil
 }
 
-// entity is one entity's record in its shard. Its series headers live in
-// the shard's list arena: nSeries of them in block list of class listClass.
+// entity is one entity's record in its shard. Its first group of features
+// is held inline, which saves a cache miss per event for entities of up to
+// groupWidth features; any further groups live in the shard's group arena:
+// nMore of them in block more of class moreClass.
 type entity struct {
+	first     group
 	key       string
 	lastMs    int64 // newest event time seen for the entity
-	list      arena.Handle
-	nSeries   uint16
-	listClass uint8
+	more      arena.Handle
+	nMore     uint16
+	moreClass uint8
 	live      bool
 }
 
 // shard is one slice of the engine's state and the goroutine that owns it.
 type shard struct {
 	// Set by newShard and never changed: safe to read from any goroutine.
-	id     int
-	geo    geometry
-	queue  chan *message
-	spares chan *message // emptied messages for producers to reuse
-	done   chan struct{} // closed when the owner goroutine has returned
+	id          int
+	geo         geometry
+	maxFeatures int
+	queue       chan *message
+	spares      chan *message // emptied messages for producers to reuse
+	done        chan struct{} // closed when the owner goroutine has returned
 
 	// Published by the owner for Metrics; any goroutine may load them.
 	published shardCounters
@@ -112,12 +117,13 @@ type shardState struct {
 	entities   []entity
 	freeSlots  []uint32 // released entities' indexes, for reuse
 	rings      *rings
-	lists      *arena.Arena[series]
-	pop        []popRing // by feature id; nil until the feature sees a value
-	nextSweep  int64     // engine time (ms) of the next sweep
-	appliedNow int64     // the newest producer clock among applied messages
-	wasteSeen  bool      // the previous sweep found the shard wasteful
-	err        error     // first arena failure; state stops growing after it
+	lists      *arena.Arena[group] // entities' groups beyond the first
+	pop        []popRing           // by feature id; nil until the feature sees a value
+	nextSweep  int64               // engine time (ms) of the next sweep
+	appliedNow int64               // the newest producer clock among applied messages
+	wasteSeen  bool                // the previous sweep found the shard wasteful
+	err        error               // first arena failure; state stops growing after it
+	missing    []int32             // scratch for widen: an event's features without a column
 }
 
 // shardCounters are the figures a shard publishes for Metrics.
@@ -137,21 +143,21 @@ type shardCounters struct {
 	applyLatency *histogram
 }
 
-// seriesClasses returns the capacities of an entity's series-header list.
-func seriesClasses(maxFeatures int) []int {
+// groupClasses returns the capacities of an entity's list of extra groups.
+func groupClasses(maxFeatures int) []int {
+	most := max(1, (maxFeatures-1)/groupWidth) // the first group is inline
 	var classes []int
-	for size := 1; size < maxFeatures; size *= 2 {
+	for size := 1; size < most; size *= 2 {
 		classes = append(classes, size)
 	}
-	return append(classes, maxFeatures)
+	return append(classes, most)
 }
 
-// newSeriesArena returns the arena for series-header lists of up to
-// maxFeatures headers. New shards and compaction must build it alike: a slab
-// only as long as the largest list would be a slab per entity, and too short
-// for the arena when maxFeatures is 1.
-func newSeriesArena(maxFeatures int) (*arena.Arena[series], error) {
-	return arena.New[series](max(4096, maxFeatures), seriesClasses(maxFeatures))
+// newGroupArena returns the arena for entities' lists of extra groups. New
+// shards, compaction and restore must build it alike.
+func newGroupArena(maxFeatures int) (*arena.Arena[group], error) {
+	classes := groupClasses(maxFeatures)
+	return arena.New[group](max(1024, classes[len(classes)-1]), classes)
 }
 
 func newShard(id int, geo geometry, cfg Config) (*shard, error) {
@@ -159,16 +165,17 @@ func newShard(id int, geo geometry, cfg Config) (*shard, error) {
 	if err != nil {
 		return nil, err
 	}
-	lists, err := newSeriesArena(cfg.MaxFeatures)
+	lists, err := newGroupArena(cfg.MaxFeatures)
 	if err != nil {
 		return nil, err
 	}
 	s := &shard{
-		id:     id,
-		geo:    geo,
-		queue:  make(chan *message, cfg.QueueDepth),
-		spares: make(chan *message, cfg.QueueDepth+spareSlack),
-		done:   make(chan struct{}),
+		id:          id,
+		geo:         geo,
+		maxFeatures: cfg.MaxFeatures,
+		queue:       make(chan *message, cfg.QueueDepth),
+		spares:      make(chan *message, cfg.QueueDepth+spareSlack),
+		done:        make(chan struct{}),
 		shardState: shardState{
 			index:      swiss.NewMap[string, uint32](64),
 			rings:      r,
@@ -237,19 +244,33 @@ func (s *shard) apply(m *message) {
 			continue
 		}
 		ent := s.entityFor(ev.entity, ev.ts, nowB)
-		for k, v := range m.values[ev.first : ev.first+ev.n] {
-			s.observe(ent, k, v, b, nowB)
-		}
+		s.observeEvent(ent, m.values[ev.first:ev.first+ev.n], b, nowB)
 	}
 }
 
-// observe adds one value, the i-th of its event, to the entity's series and
-// the population ring.
-func (s *shard) observe(ent *entity, i int, v FeatureValue, b, nowB int64) {
-	sr, err := s.seriesFor(ent, i, v.FeatureID)
-	if err == nil {
-		err = s.rings.put(sr, b, nowB, v.Value)
+// observeEvent adds an event's values to the entity's rings and to the
+// population rings.
+func (s *shard) observeEvent(ent *entity, values []FeatureValue, b, nowB int64) {
+	for k, v := range values {
+		g, col := s.columnOf(ent, k, v.FeatureID)
+		if g == nil {
+			// A feature new to the entity: give every new feature of the
+			// event its column at once, so that a group moves its rows
+			// into a wider block once per event at most.
+			if err := s.addColumns(ent, values); err != nil {
+				s.fail(err)
+				continue
+			}
+			g, col = s.columnOf(ent, k, v.FeatureID)
+		}
+		s.observe(g, col, v, b, nowB)
 	}
+}
+
+// observe adds one value to column col of the group and to the population
+// ring.
+func (s *shard) observe(g *group, col int, v FeatureValue, b, nowB int64) {
+	err := s.rings.put(g, col, b, nowB, v.Value)
 	switch {
 	case err == nil:
 		s.popFor(v.FeatureID).observe(b, v.Value)
@@ -281,7 +302,7 @@ func (s *shard) entityFor(key string, ts, nowB int64) *entity {
 		// Idle for a whole window, or far ahead of a clock that went back:
 		// no window can use the records. Emptying the rings here also keeps
 		// their 32-bit bucket ids unambiguous.
-		s.clearSeries(ent)
+		s.clearRows(ent)
 		ent.lastMs = ts
 	}
 	ent.lastMs = max(ent.lastMs, ts)
@@ -306,63 +327,111 @@ func (s *shard) newEntity(key string) uint32 {
 	return idx
 }
 
-// seriesOf returns the entity's series headers.
-func (s *shard) seriesOf(ent *entity) []series {
-	if ent.list == 0 {
-		return nil
+// groupCount returns the number of the entity's groups, counting the
+// inline one even while it has no column.
+func groupCount(ent *entity) int { return 1 + int(ent.nMore) }
+
+// groupAt returns the entity's i-th group, or nil past the last.
+func (s *shard) groupAt(ent *entity, i int) *group {
+	switch {
+	case i == 0:
+		return &ent.first
+	case i <= int(ent.nMore):
+		return &s.lists.Block(ent.more, int(ent.moreClass))[i-1]
 	}
-	return s.lists.Block(ent.list, int(ent.listClass))[:ent.nSeries]
+	return nil
 }
 
-// seriesFor returns the entity's series for a feature, adding it if new.
-// Producers tend to send an entity's features in the same order every
-// time, and series are added in the order first seen, so the series at the
-// value's position in its event is tried first.
-func (s *shard) seriesFor(ent *entity, hint int, feature int32) (*series, error) {
-	list := s.seriesOf(ent)
-	if hint < len(list) && list[hint].feature == feature {
-		return &list[hint], nil
-	}
-	for i := range list {
-		if list[i].feature == feature {
-			return &list[i], nil
+// columnOf finds the group and column that hold a feature of the entity,
+// or returns a nil group. Producers tend to send an entity's features in
+// the same order every time, and columns are added in the order first seen,
+// so the column at the value's position in its event is tried first.
+func (s *shard) columnOf(ent *entity, hint int, feature int32) (*group, int) {
+	if g := s.groupAt(ent, hint/groupWidth); g != nil {
+		if c := hint % groupWidth; c < int(g.width) && g.features[c] == feature {
+			return g, c
 		}
 	}
+	for i := range groupCount(ent) {
+		g := s.groupAt(ent, i)
+		for c, f := range g.features[:g.width] {
+			if f == feature {
+				return g, c
+			}
+		}
+	}
+	return nil, 0
+}
 
-	if ent.list == 0 || int(ent.nSeries) == s.lists.ClassSize(int(ent.listClass)) {
+// addColumns gives each feature of values that the entity has no column for
+// one, filling the last group before it adds another: every group but the
+// last is always full.
+//
+// TODO: columns are never dropped, so a feature that an entity stops sending
+// keeps an empty cell in each of its new rows until the entity is released;
+// the sweep could drop columns that have emptied.
+func (s *shard) addColumns(ent *entity, values []FeatureValue) error {
+	missing := s.missing[:0]
+	for _, v := range values {
+		if g, _ := s.columnOf(ent, 0, v.FeatureID); g == nil && !slices.Contains(missing, v.FeatureID) {
+			missing = append(missing, v.FeatureID)
+		}
+	}
+	s.missing = missing
+	for len(missing) > 0 {
+		g := s.groupAt(ent, groupCount(ent)-1)
+		room := groupWidth - int(g.width)
+		if room == 0 {
+			if err := s.addGroup(ent); err != nil {
+				return err
+			}
+			continue
+		}
+		n := min(room, len(missing))
+		if err := s.rings.widen(g, missing[:n]); err != nil {
+			return err
+		}
+		missing = missing[n:]
+	}
+	return nil
+}
+
+// addGroup appends an empty group to the entity's list of extra groups.
+func (s *shard) addGroup(ent *entity) error {
+	if ent.more == 0 || int(ent.nMore) == s.lists.ClassSize(int(ent.moreClass)) {
 		if err := s.growList(ent); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	ent.nSeries++
-	list = s.seriesOf(ent)
-	list[len(list)-1] = series{feature: feature}
-	return &list[len(list)-1], nil
+	ent.nMore++
+	*s.groupAt(ent, int(ent.nMore)) = group{}
+	return nil
 }
 
-// growList moves the entity's series headers to a list of the next class.
+// growList moves the entity's extra groups to a list of the next class.
 func (s *shard) growList(ent *entity) error {
 	class := 0
-	if ent.list != 0 {
-		class = int(ent.listClass) + 1
+	if ent.more != 0 {
+		class = int(ent.moreClass) + 1
 	}
 	h, err := s.lists.Alloc(class)
 	if err != nil {
 		return err
 	}
-	copy(s.lists.Block(h, class), s.seriesOf(ent))
-	if ent.list != 0 {
-		s.lists.Free(ent.list, int(ent.listClass))
+	if ent.more != 0 {
+		old := s.lists.Block(ent.more, int(ent.moreClass))
+		copy(s.lists.Block(h, class), old[:ent.nMore])
+		s.lists.Free(ent.more, int(ent.moreClass))
 	}
-	ent.list, ent.listClass = h, uint8(class)
+	ent.more, ent.moreClass = h, uint8(class)
 	return nil
 }
 
-// clearSeries empties every ring of the entity, keeping their storage.
-func (s *shard) clearSeries(ent *entity) {
-	list := s.seriesOf(ent)
-	for i := range list {
-		list[i].head, list[i].n = 0, 0
+// clearRows empties every ring of the entity, keeping their storage.
+func (s *shard) clearRows(ent *entity) {
+	for i := range groupCount(ent) {
+		g := s.groupAt(ent, i)
+		g.head, g.n = 0, 0
 	}
 }
 
@@ -388,12 +457,11 @@ func (s *shard) entityWindows(key string, feature int32, nowMs int64) windowSet 
 	if s.geo.unreachable(s.geo.bucketOf(ent.lastMs), nowB) {
 		return windowSet{}
 	}
-	for _, sr := range s.seriesOf(ent) {
-		if sr.feature == feature {
-			return s.rings.windows(&sr, nowB)
-		}
+	g, col := s.columnOf(ent, 0, feature)
+	if g == nil {
+		return windowSet{}
 	}
-	return windowSet{}
+	return s.rings.windows(g, col, nowB)
 }
 
 // popWindows answers a population query for a feature at nowMs.
@@ -438,11 +506,10 @@ func (s *shard) sweep(nowMs int64) {
 			continue
 		}
 		if s.geo.unreachable(s.geo.bucketOf(ent.lastMs), nowB) {
-			s.clearSeries(ent)
+			s.clearRows(ent)
 		}
-		list := s.seriesOf(ent)
-		for i := range list {
-			if err := s.rings.trim(&list[i], nowB); err != nil {
+		for i := range groupCount(ent) {
+			if err := s.rings.trim(s.groupAt(ent, i), nowB); err != nil {
 				s.fail(err)
 			}
 		}
@@ -467,12 +534,11 @@ func (s *shard) sweep(nowMs int64) {
 // tombstone until a new entity or a compaction takes it.
 func (s *shard) release(idx uint32) {
 	ent := &s.entities[idx]
-	list := s.seriesOf(ent)
-	for i := range list {
-		s.rings.release(&list[i])
+	for i := range groupCount(ent) {
+		s.rings.release(s.groupAt(ent, i))
 	}
-	if ent.list != 0 {
-		s.lists.Free(ent.list, int(ent.listClass))
+	if ent.more != 0 {
+		s.lists.Free(ent.more, int(ent.moreClass))
 	}
 	s.index.Delete(ent.key)
 	*ent = entity{}
@@ -523,12 +589,12 @@ func (s *shard) copyLive() (*shard, error) {
 	if err != nil {
 		return nil, err
 	}
-	lists, err := newSeriesArena(s.lists.ClassSize(s.lists.Classes() - 1))
+	lists, err := newGroupArena(s.maxFeatures)
 	if err != nil {
 		return nil, err
 	}
 	live := len(s.entities) - len(s.freeSlots)
-	n := &shard{geo: s.geo, shardState: shardState{
+	n := &shard{geo: s.geo, maxFeatures: s.maxFeatures, shardState: shardState{
 		index:      swiss.NewMap[string, uint32](uint32(max(live, 64))),
 		entities:   make([]entity, 0, live),
 		rings:      r,
@@ -551,26 +617,21 @@ func (s *shard) copyLive() (*shard, error) {
 // adopt copies one entity of old into n.
 func (n *shard) adopt(old *shard, ent *entity) error {
 	cp := *ent
-	cp.list, cp.nSeries = 0, 0
+	cp.first, cp.more, cp.nMore, cp.moreClass = group{}, 0, 0, 0
 	n.entities = append(n.entities, cp)
 	n.index.Put(cp.key, uint32(len(n.entities)-1))
 	dst := &n.entities[len(n.entities)-1]
 
-	for _, sr := range old.seriesOf(ent) {
-		if sr.n == 0 {
-			continue
+	for i := range groupCount(ent) {
+		if i > 0 {
+			if err := n.addGroup(dst); err != nil {
+				return err
+			}
 		}
-		nsr, err := n.seriesFor(dst, int(dst.nSeries), sr.feature)
-		if err != nil {
+		src := old.groupAt(ent, i)
+		if err := n.rings.copyGroup(n.groupAt(dst, i), src, old.rings.block(src)); err != nil {
 			return err
 		}
-		src := old.rings.block(&sr)
-		class := n.rings.buckets.ClassFor(int(sr.n))
-		h, err := n.rings.copyInto(class, &sr, src)
-		if err != nil {
-			return err
-		}
-		nsr.block, nsr.class, nsr.head, nsr.n = h, uint8(class), 0, sr.n
 	}
 	return nil
 }

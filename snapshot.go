@@ -239,13 +239,17 @@ func (s *shard) copyLiveTo(e *Engine, cp *shardCopy) {
 			continue
 		}
 		ec := entityCopy{key: ent.key, lastMs: ent.lastMs, firstSeries: uint32(len(cp.series))}
-		for _, sr := range s.seriesOf(ent) {
-			first := len(cp.buckets)
-			cp.buckets = appendLive(cp.buckets, s.rings.block(&sr), &sr, nowB, longFrom)
-			if len(cp.buckets) > first {
-				cp.series = append(cp.series, seriesCopy{
-					feature: sr.feature, firstBucket: uint32(first), end: uint32(len(cp.buckets)),
-				})
+		for i := range groupCount(ent) {
+			g := s.groupAt(ent, i)
+			blk := s.rings.block(g)
+			for col, f := range g.features[:g.width] {
+				first := len(cp.buckets)
+				cp.buckets = appendLive(cp.buckets, blk, g, col, nowB, longFrom)
+				if len(cp.buckets) > first {
+					cp.series = append(cp.series, seriesCopy{
+						feature: f, firstBucket: uint32(first), end: uint32(len(cp.buckets)),
+					})
+				}
 			}
 		}
 		ec.end = uint32(len(cp.series))
@@ -272,23 +276,20 @@ func (s *shard) copyLiveTo(e *Engine, cp *shardCopy) {
 	cp.took = time.Since(start)
 }
 
-// appendLive appends the ring's records from the first one inside the long
-// window (rel >= longFrom) on. Records are sorted, so the expired ones come
-// first, and the rest is at most two runs of blk: two memmoves.
-func appendLive(dst, blk []bucket, sr *series, nowB int64, longFrom int32) []bucket {
+// appendLive appends column col's cells that hold values, from the first row
+// inside the long window (rel >= longFrom) on. Rows are sorted, so the
+// expired ones come first.
+func appendLive(dst, blk []bucket, g *group, col int, nowB int64, longFrom int32) []bucket {
 	k := 0
-	for k < int(sr.n) && int32(blk[slot(sr, k, blk)].id-uint32(nowB)) < longFrom {
+	for k < int(g.n) && int32(rowID(g, blk, k)-uint32(nowB)) < longFrom {
 		k++
 	}
-	if k == int(sr.n) {
-		return dst
+	for ; k < int(g.n); k++ {
+		if c := row(g, blk, k)[col]; c.n > 0 {
+			dst = append(dst, c)
+		}
 	}
-	from, n := slot(sr, k, blk), int(sr.n)-k
-	if from+n <= len(blk) {
-		return append(dst, blk[from:from+n]...)
-	}
-	dst = append(dst, blk[from:]...)
-	return append(dst, blk[:from+n-len(blk)]...)
+	return dst
 }
 
 // Restore loads a snapshot written by Snapshot into an engine that has

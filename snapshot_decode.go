@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,7 +46,19 @@ type decoder struct {
 	seen     []uint64 // per feature id: the last entity (numbered) that had it
 	entityNo uint64
 
+	// Scratch for one entity's series, which restore lays out in rows.
+	series  []seriesRead
+	buckets []bucket
+	numbers []int64 // bucket numbers of buckets
+	rows    []int64
+
 	maxFeature int // the largest feature id read so far
+}
+
+// seriesRead is one series of the entity being read: buckets[first:end].
+type seriesRead struct {
+	feature    int32
+	first, end int
 }
 
 // decodeSnapshot reads and checks a whole snapshot without touching the
@@ -192,11 +205,11 @@ func (d *decoder) builder(i int) (*shard, error) {
 	if err != nil {
 		return nil, err
 	}
-	lists, err := newSeriesArena(d.e.cfg.MaxFeatures)
+	lists, err := newGroupArena(d.e.cfg.MaxFeatures)
 	if err != nil {
 		return nil, err
 	}
-	d.tmp[i] = &shard{id: i, geo: d.e.geo, shardState: shardState{
+	d.tmp[i] = &shard{id: i, geo: d.e.geo, maxFeatures: d.e.cfg.MaxFeatures, shardState: shardState{
 		index:      swiss.NewMap[string, uint32](64),
 		rings:      r,
 		lists:      lists,
@@ -308,6 +321,7 @@ func (d *decoder) entity(p *payload, s *shard) {
 	ent := &s.entities[s.newEntity(key)]
 	ent.lastMs = lastMs
 	d.entityNo++
+	d.series, d.buckets, d.numbers = d.series[:0], d.buckets[:0], d.numbers[:0]
 	for range nSeries {
 		f := p.uvarint()
 		d.feature(p, f)
@@ -318,34 +332,21 @@ func (d *decoder) entity(p *payload, s *shard) {
 			return
 		}
 		d.seen[f] = d.entityNo
-		sr, err := appendSeries(s, ent, int32(f))
-		if err != nil {
-			p.fail("%v", err)
-			return
-		}
-		d.ring(p, s, sr, s.geo.bucketOf(lastMs))
+		first := len(d.buckets)
+		d.ring(p, s, s.geo.bucketOf(lastMs))
+		d.series = append(d.series, seriesRead{feature: int32(f), first: first, end: len(d.buckets)})
+	}
+	for start := 0; start < len(d.series) && p.err == nil; start += groupWidth {
+		chunk := d.series[start:min(start+groupWidth, len(d.series))]
+		d.group(p, s, ent, start/groupWidth, chunk)
 	}
 }
 
-// appendSeries adds a series for feature, which the entity does not have,
-// without seriesFor's search: that would cost a restore time quadratic in
-// the features of an entity.
-func appendSeries(s *shard, ent *entity, feature int32) (*series, error) {
-	if ent.list == 0 || int(ent.nSeries) == s.lists.ClassSize(int(ent.listClass)) {
-		if err := s.growList(ent); err != nil {
-			return nil, err
-		}
-	}
-	ent.nSeries++
-	list := s.seriesOf(ent)
-	list[len(list)-1] = series{feature: feature}
-	return &list[len(list)-1], nil
-}
-
-// ring reads a series' buckets into a new ring block. Every bucket must be
-// after the one before, not after the entity's newest (lastB), and within
-// 2^30 buckets before it, so that 32-bit ids order them (see bucket.id).
-func (d *decoder) ring(p *payload, s *shard, sr *series, lastB int64) {
+// ring reads a series' buckets into d.buckets and their numbers into
+// d.numbers. Every bucket must be after the one before, not after the
+// entity's newest (lastB), and within 2^30 buckets before it, so that
+// 32-bit ids order them (see bucket.id).
+func (d *decoder) ring(p *payload, s *shard, lastB int64) {
 	n := p.count(s.geo.maxLive(), minBucketBytes)
 	if p.err == nil && n == 0 {
 		p.fail("series with no bucket")
@@ -353,15 +354,6 @@ func (d *decoder) ring(p *payload, s *shard, sr *series, lastB int64) {
 	if p.err != nil {
 		return
 	}
-	class := s.rings.buckets.ClassFor(n)
-	h, err := s.rings.buckets.Alloc(class)
-	if err != nil {
-		p.fail("%v", err)
-		return
-	}
-	sr.block, sr.class, sr.head, sr.n = h, uint8(class), 0, uint16(n)
-	blk := s.rings.buckets.Block(h, class)
-
 	var first, b int64
 	for k := range n {
 		if k == 0 {
@@ -382,12 +374,64 @@ func (d *decoder) ring(p *payload, s *shard, sr *series, lastB int64) {
 		if p.err != nil {
 			return
 		}
-		blk[k] = bucket{id: uint32(b), n: uint32(cnt), shift: shift, mean: mean, m2: m2}
+		d.buckets = append(d.buckets, bucket{id: uint32(b), n: uint32(cnt), shift: shift, mean: mean, m2: m2})
+		d.numbers = append(d.numbers, b)
 	}
 	// The oldest bucket must lie within 2^30 buckets of the newest event,
 	// or its 32-bit id could alias a bucket of the current window.
 	if b > lastB || uint64(lastB-first) >= 1<<30 {
 		p.fail("buckets %d to %d with the newest event in bucket %d", first, b, lastB)
+	}
+}
+
+// group lays the series of chunk out as the entity's i-th group: a row for
+// every bucket that any of them has.
+func (d *decoder) group(p *payload, s *shard, ent *entity, i int, chunk []seriesRead) {
+	if i > 0 {
+		if err := s.addGroup(ent); err != nil {
+			p.fail("%v", err)
+			return
+		}
+	}
+	g := s.groupAt(ent, i)
+	for c, sr := range chunk {
+		g.features[c] = sr.feature
+	}
+	g.width = uint8(len(chunk))
+
+	d.rows = d.rows[:0]
+	for _, sr := range chunk {
+		d.rows = append(d.rows, d.numbers[sr.first:sr.end]...)
+	}
+	slices.Sort(d.rows)
+	d.rows = slices.Compact(d.rows)
+	if len(d.rows) > s.geo.maxLive() {
+		// The encoder writes only buckets inside one long window.
+		p.fail("entity %q: %d distinct buckets; a window holds %d",
+			ent.key, len(d.rows), s.geo.maxLive())
+		return
+	}
+
+	w := len(chunk)
+	class := s.rings.classFor(len(d.rows), w)
+	h, err := s.rings.buckets.Alloc(class)
+	if err != nil {
+		p.fail("%v", err)
+		return
+	}
+	s.rings.attach(g, h, class, w)
+	g.n = uint16(len(d.rows))
+	blk := s.rings.buckets.Block(h, class)
+	for r, b := range d.rows {
+		for c := range w {
+			blk[r*w+c] = bucket{id: uint32(b)}
+		}
+	}
+	for c, sr := range chunk {
+		for k := sr.first; k < sr.end; k++ {
+			r, _ := slices.BinarySearch(d.rows, d.numbers[k])
+			blk[r*w+c] = d.buckets[k]
+		}
 	}
 }
 

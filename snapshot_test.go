@@ -22,18 +22,20 @@ func snapCfg(clock Clock) Config {
 	}
 }
 
-// snapLoad is a seeded stream of batches: many entities, three features,
+// snapLoad is a seeded stream of batches: many entities, three features
+// unless set otherwise,
 // events out of order and some late enough to be dropped, values with a
 // large offset, and entities that go idle for longer than the TTL.
 type snapLoad struct {
-	r      *rand.Rand
-	now    int64 // the newest timestamp handed out
-	nEnt   int
-	values int64
+	r        *rand.Rand
+	now      int64 // the newest timestamp handed out
+	nEnt     int
+	features int32
+	values   int64
 }
 
 func newSnapLoad(seed uint64, nEnt int) *snapLoad {
-	return &snapLoad{r: rand.New(rand.NewPCG(seed, 7)), now: t0, nEnt: nEnt}
+	return &snapLoad{r: rand.New(rand.NewPCG(seed, 7)), now: t0, nEnt: nEnt, features: 3}
 }
 
 // batch returns n events around the load's clock, which moves forward by
@@ -51,7 +53,7 @@ func (l *snapLoad) batch(n int, step int64) []Event {
 			ent = fmt.Sprintf("rare-%d", l.r.IntN(1000)) // seen once or twice
 		}
 		ev := Event{EntityID: ent, TimestampMs: ts}
-		for f := int32(1); f <= 3; f++ {
+		for f := int32(1); f <= l.features; f++ {
 			if l.r.IntN(3) != 0 {
 				x := 1e9 + l.r.NormFloat64()*float64(f)
 				ev.Values = append(ev.Values, FeatureValue{FeatureID: f, Value: x})
@@ -91,6 +93,12 @@ func (l *snapLoad) feed(t testing.TB, batches, size int, step int64, set func(in
 // decimal that parses back to the same float: equal strings mean equal bits.
 func answers(t testing.TB, e *Engine, nEnt int) []string {
 	t.Helper()
+	return answersN(t, e, nEnt, 3)
+}
+
+// answersN is answers for features 1 to features.
+func answersN(t testing.TB, e *Engine, nEnt int, features int32) []string {
+	t.Helper()
 	ctx := context.Background()
 	var out []string
 	add := func(what string, v any, err error) {
@@ -107,7 +115,7 @@ func answers(t testing.TB, e *Engine, nEnt int) []string {
 		ids = append(ids, fmt.Sprintf("rare-%d", i))
 	}
 	exclude := DriftOptions{ExcludeShortFromLong: true, MinCount: 3}
-	for f := int32(1); f <= 3; f++ {
+	for f := int32(1); f <= features; f++ {
 		for _, id := range ids {
 			for _, w := range []Window{Short, Long} {
 				s, err := e.Stats(ctx, id, f, w)
@@ -172,8 +180,9 @@ func restore(t testing.TB, cfg Config, snap []byte) *Engine {
 // further events; a snapshot of it is byte for byte the snapshot it came
 // from.
 func TestSnapshotRestoreExact(t *testing.T) {
-	for _, clock := range []string{"event", "manual"} {
-		t.Run(clock, func(t *testing.T) {
+	for _, variant := range []string{"event", "manual", "event/wide"} {
+		clock, wide := strings.CutSuffix(variant, "/wide")
+		t.Run(variant, func(t *testing.T) {
 			newClock, set := func() Clock { return NewEventClock() }, func(int64) {}
 			var manual [2]*ManualClock
 			if clock == "manual" {
@@ -193,27 +202,31 @@ func TestSnapshotRestoreExact(t *testing.T) {
 			}
 
 			const nEnt = 300
-			orig := newEngine(t, snapCfg(newClock()))
-			registerN(t, orig, 3)
 			load := newSnapLoad(1, nEnt)
+			if wide {
+				load.features = 2*groupWidth + 4 // three rings per entity
+			}
+			orig := newEngine(t, snapCfg(newClock()))
+			registerN(t, orig, int(load.features))
 			// Two and a half long windows: buckets and entities expire.
 			load.feed(t, 150, 100, 10, set, orig)
 
 			snap := snapshotBytes(t, orig)
-			want := answers(t, orig, nEnt)
+			want := answersN(t, orig, nEnt, load.features)
 			copied := newEngine(t, snapCfg(newClock()))
 			set(load.now)
 			if err := copied.Restore(bytes.NewReader(snap)); err != nil {
 				t.Fatalf("Restore: %v", err)
 			}
-			sameAnswers(t, "restored", answers(t, copied, nEnt), want)
+			sameAnswers(t, "restored", answersN(t, copied, nEnt, load.features), want)
 			if again := snapshotBytes(t, copied); !bytes.Equal(again, snap) {
 				t.Errorf("snapshot of the restored engine: %d bytes differ from the %d restored",
 					len(again), len(snap))
 			}
 
 			load.feed(t, 40, 100, 10, set, orig, copied)
-			sameAnswers(t, "after further ingest", answers(t, copied, nEnt), answers(t, orig, nEnt))
+			sameAnswers(t, "after further ingest", answersN(t, copied, nEnt, load.features),
+				answersN(t, orig, nEnt, load.features))
 		})
 	}
 }

@@ -21,11 +21,14 @@
 // Queries travel the same queue, behind the writes that came before them, so
 // a query made after Ingest returned sees that batch.
 //
-// A shard stores, per entity and feature, only the buckets that hold data:
-// a small ring of bucket records, sorted by bucket, in an arena slab (package
-// arena). The short window is the newest part of the long one at the same
-// bucket width, so one ring serves both; a query merges the ring's buckets
-// that fall in the window. Buckets older than the long window are dropped when
+// A shard stores, per entity, only the buckets that hold data: a small ring
+// of rows, sorted by bucket, in an arena slab (package arena). A row holds
+// one bucket's moments for each of the entity's features side by side, so
+// an event writes one run of adjacent memory however many features it
+// carries; an entity with more than 13 features has a ring per 13. The short
+// window is the newest part of the long one at the same bucket width, so one
+// ring serves both; a query merges the cells of its feature's column that
+// fall in the window. Buckets older than the long window are dropped when
 // the ring is next written, and by the periodic sweep. Each shard also keeps,
 // per feature, a dense ring of population buckets; a population query merges
 // every shard's.
@@ -42,16 +45,20 @@
 //
 // # Memory
 //
-// A bucket record is 32 bytes: bucket number and count (4 bytes each), shift,
-// mean and M2 (8 bytes each). A (entity, feature) pair holds one record per
-// bucket it touched in the last hour, in a ring whose capacity is a power of
-// two from 4 up, capped at 732 (the long window plus the wall clock's 12
-// future buckets); a pair fed every 5 seconds holds 720. Records that expired
+// A cell is 32 bytes: bucket number and count (4 bytes each), shift, mean
+// and M2 (8 bytes each). An entity holds one row per bucket it touched in the
+// last hour, with a cell per feature, in a ring whose capacity in cells is
+// a power of two or halfway between two, from 4 up, capped at 732 rows (the
+// long window plus the wall clock's 12 future buckets); an entity fed every
+// 5 seconds holds 720 rows. A feature missing from a bucket that others have
+// leaves its cell empty: entities whose events carry varying subsets of
+// their features pay for the cells of the absent ones. Rows that expired
 // stay until their room is needed or the next sweep. Per entity there are
-// about 100 bytes on top: the id's bytes, its index entry, a 32-byte entity
-// record and a 16-byte series header per feature. Each shard also keeps a
-// dense population ring per feature it has seen: 1024 buckets of 40 bytes. Entities idle for longer than EntityTTL are released by the sweep;
-// when released space dominates, the shard compacts, copying its live state
+// about 130 bytes on top: the id's bytes, its index entry and a 96-byte
+// entity record that holds the first ring's header, plus 64 bytes per
+// further 13 features. Each shard also keeps a dense population ring per
+// feature it has seen: 1024 buckets of 40 bytes. Entities idle for longer
+// than EntityTTL are released by the sweep; when released space dominates, the shard compacts, copying its live state
 // into fresh slabs and a fresh index so the old ones return to the Go heap.
 // Memory therefore follows the number of recently active entities, not the
 // number ever seen.

@@ -3,21 +3,23 @@ package streamfeat
 import (
 	"errors"
 	"math"
+	"slices"
 
 	"github.com/streamfeat/streamfeat/arena"
 )
 
-// errStale is put's answer for a value older than every bucket of a ring
-// that is full of newer live buckets: it would only push one of them out.
+// errStale is put's answer for a value older than every row of a ring that
+// is full of newer live rows: it would only push one of them out.
 var errStale = errors.New("older than every bucket of a full ring")
 
-// bucket holds one (entity, feature) pair's moments for one bucket of time.
-// It is pointer-free, so slabs of buckets are never scanned by the garbage
-// collector, and 32 bytes, two to a cache line.
+// bucket holds one (entity, feature) pair's moments for one bucket of time:
+// a cell of a ring row. It is pointer-free, so slabs of buckets are never
+// scanned by the garbage collector, and 32 bytes, two to a cache line.
 type bucket struct {
-	// id is the bucket number modulo 2^32. Every bucket a ring holds lies
-	// within a few windows of now (see rings.put), so the difference of two
-	// ids read as int32 orders them correctly.
+	// id is the bucket number modulo 2^32; every cell of a row carries its
+	// row's. Every row a ring holds lies within a few windows of now (see
+	// rings.put), so the difference of two ids read as int32 orders them
+	// correctly.
 	id    uint32
 	n     uint32 // a bucket holds at most one shard's values for 5 s: far below 2^32
 	shift float64
@@ -44,20 +46,25 @@ func welford(n, shift float64, mean, m2 *float64, x float64) {
 	*m2 += delta * (d - *mean)
 }
 
-// series is one feature's ring of buckets within an entity. The ring lives
-// in the shard's bucket arena: n records from slot head on, wrapping at the
-// block's end, sorted by bucket.
+// groupWidth is the most features one ring holds. It makes a group header,
+// with its features' ids, exactly one 64-byte cache line.
+const groupWidth = 13
+
+// group is one ring of up to groupWidth of an entity's features. Each row
+// of the ring is one bucket: width cells, cell c for features[c], so an
+// event writes one run of adjacent cells instead of a cache line per
+// feature. A cell whose n is 0 had no value in that bucket.
 //
-// TODO: with one ring per feature an event of ten features touches ten
-// rings' cache lines; one ring per entity whose rows hold every feature's
-// moments would touch one, which is what ingest needs to reach its 20M
-// values/s target (docs/PERFORMANCE.md, Shortfalls).
-type series struct {
-	feature int32
-	block   arena.Handle
-	head    uint16
-	n       uint16
-	class   uint8
+// The ring lives in the shard's bucket arena: n rows from row head on,
+// wrapping after cap rows, sorted by bucket.
+type group struct {
+	block    arena.Handle
+	head     uint16
+	n        uint16
+	cap      uint16 // rows the block holds; 0 without a block
+	class    uint8
+	width    uint8
+	features [groupWidth]int32
 }
 
 // windowSet holds the three windows a query can ask for, all ending at now:
@@ -74,20 +81,31 @@ func (ws *windowSet) pick(w Window) moments {
 	return ws.long
 }
 
-// rings stores every series' buckets of one shard.
+// rings stores every group's rows of one shard.
 type rings struct {
 	geo     geometry
 	buckets *arena.Arena[bucket]
 }
 
-// bucketClasses returns ring capacities: powers of two from 4, and last the
-// most buckets a series can hold at once.
+// initialRows is the capacity of a group's first block.
+const initialRows = 4
+
+// bucketClasses returns block sizes in cells: a ladder of powers of two and
+// the sizes halfway between them, so that rounding up wastes at most a
+// third, and the exact size of a full ring of each width.
 func bucketClasses(maxLive int) []int {
 	var classes []int
-	for size := 4; size < maxLive; size *= 2 {
+	for size := initialRows; size < maxLive*groupWidth; size *= 2 {
 		classes = append(classes, size)
+		if half := size + size/2; half < maxLive*groupWidth {
+			classes = append(classes, half)
+		}
 	}
-	return append(classes, maxLive)
+	for w := 1; w <= groupWidth; w++ {
+		classes = append(classes, maxLive*w)
+	}
+	slices.Sort(classes)
+	return slices.Compact(classes)
 }
 
 func newRings(geo geometry) (*rings, error) {
@@ -99,207 +117,284 @@ func newRings(geo geometry) (*rings, error) {
 	return &rings{geo: geo, buckets: a}, nil
 }
 
-// block returns the series' ring storage, or nil for a series with none yet.
-func (r *rings) block(sr *series) []bucket {
-	if sr.block == 0 {
+// block returns the group's ring storage, or nil for a group with none yet.
+func (r *rings) block(g *group) []bucket {
+	if g.block == 0 {
 		return nil
 	}
-	return r.buckets.Block(sr.block, int(sr.class))
+	return r.buckets.Block(g.block, int(g.class))
 }
 
-// slot maps the i-th oldest record of a ring to its index in blk.
-func slot(sr *series, i int, blk []bucket) int {
-	j := int(sr.head) + i
-	if j >= len(blk) {
-		j -= len(blk)
+// slot maps the i-th oldest row of a ring to its row in the block.
+func slot(g *group, i int) int {
+	j := int(g.head) + i
+	if j >= int(g.cap) {
+		j -= int(g.cap)
 	}
 	return j
 }
 
-// put adds x to bucket b of the series, creating the bucket record if needed.
+// row returns the cells of the i-th oldest row.
+func row(g *group, blk []bucket, i int) []bucket {
+	w := int(g.width)
+	j := slot(g, i) * w
+	return blk[j : j+w : j+w]
+}
+
+// rowID returns the bucket id of the i-th oldest row.
+func rowID(g *group, blk []bucket, i int) uint32 {
+	return blk[slot(g, i)*int(g.width)].id
+}
+
+// put adds x to column col of bucket b's row, creating the row if needed.
 // nowB is the bucket of the clock's now; b must not be older than the long
 // window at nowB (the caller drops such events).
-func (r *rings) put(sr *series, b, nowB int64, x float64) error {
+func (r *rings) put(g *group, col int, b, nowB int64, x float64) error {
 	id := uint32(b)
-	blk := r.block(sr)
+	blk := r.block(g)
 
-	// Almost every event lands in the newest bucket.
-	if sr.n > 0 {
-		if last := &blk[slot(sr, int(sr.n)-1, blk)]; last.id == id {
-			last.observe(x)
+	// Almost every value lands in the newest row.
+	if g.n > 0 {
+		if c := &blk[slot(g, int(g.n)-1)*int(g.width)+col]; c.id == id {
+			c.observe(x)
 			return nil
 		}
 	}
 
-	if sr.block != 0 && int(sr.n) == len(blk) {
-		// Expired records stay until their room is needed or the sweep
-		// trims them: queries skip them anyway, and expiring on every new
-		// bucket would read the ring's head, another cache line, for
-		// nothing.
-		r.expire(sr, blk, nowB)
+	if int(g.n) == int(g.cap) && g.block != 0 {
+		// Expired rows stay until their room is needed or the sweep trims
+		// them: queries skip them anyway, and expiring on every new bucket
+		// would read the ring's head, another cache line, for nothing.
+		r.expire(g, blk, nowB)
 	}
-	k := int(sr.n) // records older than b come first; k is where b goes
-	for k > 0 && int32(blk[slot(sr, k-1, blk)].id-id) > 0 {
+	k := int(g.n) // rows older than b come first; k is where b goes
+	for k > 0 && int32(rowID(g, blk, k-1)-id) > 0 {
 		k--
 	}
-	if k > 0 {
-		if prev := &blk[slot(sr, k-1, blk)]; prev.id == id {
-			prev.observe(x)
-			return nil
-		}
+	if k > 0 && rowID(g, blk, k-1) == id {
+		row(g, blk, k-1)[col].observe(x)
+		return nil
 	}
 
-	blk, err := r.makeRoom(sr, blk, nowB)
+	blk, err := r.makeRoom(g, blk, nowB)
 	if err != nil {
 		return err
 	}
-	if int(sr.n) == len(blk) {
-		// Full at the largest class, with every record live at nowB: only
-		// possible when records newer than nowB exist (a producer that read
-		// an older clock, or a clock that went back). The oldest bucket
-		// gives way, and a value older than all of them is the one dropped.
+	if g.n == g.cap {
+		// Full at the most rows a ring can need, with every row live at
+		// nowB: only possible when rows newer than nowB exist (a producer
+		// that read an older clock, or a clock that went back). The oldest
+		// row gives way, and a value older than all of them is the one
+		// dropped.
 		if k == 0 {
 			return errStale
 		}
-		sr.head = uint16(slot(sr, 1, blk))
-		sr.n--
+		g.head = uint16(slot(g, 1))
+		g.n--
 		k--
 	}
-	for i := int(sr.n); i > k; i-- {
-		blk[slot(sr, i, blk)] = blk[slot(sr, i-1, blk)]
+	for i := int(g.n); i > k; i-- {
+		copy(row(g, blk, i), row(g, blk, i-1))
 	}
-	blk[slot(sr, k, blk)] = bucket{id: id, n: 1, shift: x}
-	sr.n++
+	cells := row(g, blk, k)
+	for c := range cells {
+		cells[c] = bucket{id: id}
+	}
+	cells[col] = bucket{id: id, n: 1, shift: x}
+	g.n++
 	return nil
 }
 
-// expire drops the records older than the long window at nowB.
-func (r *rings) expire(sr *series, blk []bucket, nowB int64) {
+// expire drops the rows older than the long window at nowB.
+func (r *rings) expire(g *group, blk []bucket, nowB int64) {
 	oldest := -int32(r.geo.long - 1)
-	for sr.n > 0 && int32(blk[sr.head].id-uint32(nowB)) < oldest {
-		sr.head = uint16(slot(sr, 1, blk))
-		sr.n--
+	for g.n > 0 && int32(rowID(g, blk, 0)-uint32(nowB)) < oldest {
+		g.head = uint16(slot(g, 1))
+		g.n--
 	}
 }
 
-// makeRoom moves a full ring into a block of the next class, if there is
-// one, and returns the ring's storage.
-func (r *rings) makeRoom(sr *series, blk []bucket, nowB int64) ([]bucket, error) {
-	if sr.block != 0 && int(sr.n) < len(blk) {
+// makeRoom moves a full ring into a larger block, unless it holds the most
+// rows a ring can need, and returns the ring's storage.
+func (r *rings) makeRoom(g *group, blk []bucket, nowB int64) ([]bucket, error) {
+	if g.block != 0 && g.n < g.cap {
 		return blk, nil
 	}
-	class := 0
-	if sr.block != 0 {
-		class = int(sr.class) + 1
-		if class == r.buckets.Classes() {
+	rows := initialRows
+	if g.block != 0 {
+		if int(g.cap) >= r.geo.maxLive() {
 			return blk, nil
 		}
-		if !r.geo.growByDoubling {
-			class = max(class, r.buckets.ClassFor(r.predict(sr, blk, nowB)))
+		// Without a rate to go by, double, as halfway steps would leave
+		// more blocks behind while every new entity grows at once.
+		rows = 2 * int(g.cap)
+		if p := r.predict(g, blk, nowB); p > 0 && !r.geo.growByDoubling {
+			rows = max(int(g.cap)+1, p)
 		}
 	}
-	return r.move(sr, blk, class)
+	return r.move(g, blk, r.classFor(rows, int(g.width)))
 }
 
-// predict estimates how many records a full ring will hold once they span
-// the whole long window, from the rate its records show so far, plus one
-// record of room.
+// classFor returns the arena class for a ring of rows rows of width cells.
+func (r *rings) classFor(rows, width int) int {
+	return r.buckets.ClassFor(min(rows, r.geo.maxLive()) * width)
+}
+
+// predict estimates how many rows a full ring will hold once they span the
+// whole long window, from the rate its rows show so far, plus one row of
+// room.
 //
-// Growing straight to that size matters for memory: a ring that doubled its
-// way from 4 to 720 records would leave blocks of 4, 8, …, 512 behind, and
+// Growing straight to that size matters for memory: a ring that grew step
+// by step from 4 to 720 rows would leave a block of every size behind, and
 // when every entity grows at once nothing takes them, so they would hold
 // more memory than the rings themselves.
-func (r *rings) predict(sr *series, blk []bucket, nowB int64) int {
-	if sr.n < 2 {
+func (r *rings) predict(g *group, blk []bucket, nowB int64) int {
+	if g.n < 2 {
 		return 0
 	}
-	// The rate is taken up to now, so a series that has gone quiet is
+	// The rate is taken up to now, so a group that has gone quiet is
 	// predicted to need less.
-	oldest, newest := blk[sr.head], blk[slot(sr, int(sr.n)-1, blk)]
-	span := int64(max(int32(newest.id-oldest.id), int32(uint32(nowB)-oldest.id)))
+	oldest, newest := rowID(g, blk, 0), rowID(g, blk, int(g.n)-1)
+	span := int64(max(int32(newest-oldest), int32(uint32(nowB)-oldest)))
 	if span < r.geo.long/8 {
 		// Too short a history to extrapolate from: a burst of a few
 		// minutes would pass for an hour of steady traffic.
 		return 0
 	}
-	want := (int64(sr.n)-1)*r.geo.long/span + 2
+	want := (int64(g.n)-1)*r.geo.long/span + 2
 	return int(min(want, int64(r.geo.maxLive())))
 }
 
-// move copies the ring's records, oldest first, into a new block of class and
+// move copies the ring's rows, oldest first, into a new block of class and
 // frees the old block.
-func (r *rings) move(sr *series, blk []bucket, class int) ([]bucket, error) {
-	h, err := r.copyInto(class, sr, blk)
+func (r *rings) move(g *group, blk []bucket, class int) ([]bucket, error) {
+	h, err := r.copyInto(class, g, blk, int(g.width))
 	if err != nil {
 		return blk, err
 	}
-	if sr.block != 0 {
-		r.buckets.Free(sr.block, int(sr.class))
-	}
-	sr.block, sr.class, sr.head = h, uint8(class), 0
+	n := g.n
+	r.release(g)
+	r.attach(g, h, class, int(g.width))
+	g.n = n
 	return r.buckets.Block(h, class), nil
 }
 
-// copyInto allocates a block of class and copies the records of from, whose
-// storage is blk (possibly in another arena), into it, oldest first.
-func (r *rings) copyInto(class int, from *series, blk []bucket) (arena.Handle, error) {
+// attach makes block h of class the group's empty storage for rows of width
+// cells.
+func (r *rings) attach(g *group, h arena.Handle, class, width int) {
+	rows := min(r.buckets.ClassSize(class)/width, r.geo.maxLive())
+	g.block, g.class, g.head, g.n = h, uint8(class), 0, 0
+	g.cap, g.width = uint16(rows), uint8(width)
+}
+
+// copyInto allocates a block of class and copies the rows of from, whose
+// storage is blk (possibly in another arena), into it, oldest first, as rows
+// of width cells: the cells past from's width get the row's id and no value.
+func (r *rings) copyInto(class int, from *group, blk []bucket, width int) (arena.Handle, error) {
 	h, err := r.buckets.Alloc(class)
 	if err != nil {
 		return 0, err
 	}
 	dst := r.buckets.Block(h, class)
 	for i := range int(from.n) {
-		dst[i] = blk[slot(from, i, blk)]
+		src := row(from, blk, i)
+		out := dst[i*width : (i+1)*width]
+		copy(out, src)
+		for c := len(src); c < width; c++ {
+			out[c] = bucket{id: src[0].id}
+		}
 	}
 	return h, nil
 }
 
-// release frees the series' storage and empties it.
-func (r *rings) release(sr *series) {
-	if sr.block != 0 {
-		r.buckets.Free(sr.block, int(sr.class))
+// release frees the group's storage and empties it; its columns stay.
+func (r *rings) release(g *group) {
+	if g.block != 0 {
+		r.buckets.Free(g.block, int(g.class))
 	}
-	sr.block, sr.head, sr.n = 0, 0, 0
+	g.block, g.head, g.n, g.cap = 0, 0, 0, 0
 }
 
-// trim expires old records and moves a ring that is mostly empty into a
-// smaller block, or frees it when nothing is left.
-func (r *rings) trim(sr *series, nowB int64) error {
-	blk := r.block(sr)
-	r.expire(sr, blk, nowB)
-	if sr.n == 0 {
-		r.release(sr)
+// widen adds columns for features to the group, which must have room for
+// them, moving its rows into a block of the new width.
+func (r *rings) widen(g *group, features []int32) error {
+	was := int(g.width)
+	width := was + len(features)
+	if g.n > 0 {
+		blk := r.block(g)
+		class := r.classFor(int(g.cap), width)
+		h, err := r.copyInto(class, g, blk, width)
+		if err != nil {
+			return err
+		}
+		n := g.n
+		r.release(g)
+		r.attach(g, h, class, width)
+		g.n = n
+	} else {
+		r.release(g) // the next put allocates for the new width
+	}
+	copy(g.features[was:], features)
+	g.width = uint8(width)
+	return nil
+}
+
+// copyGroup makes dst, an empty group of another shard state, a copy of src,
+// whose storage is blk, with its rows in a block just large enough.
+func (r *rings) copyGroup(dst, src *group, blk []bucket) error {
+	dst.features, dst.width = src.features, src.width
+	if src.n == 0 {
 		return nil
 	}
-	if sr.class == 0 || int(sr.n)*4 > r.buckets.ClassSize(int(sr.class)) {
+	class := r.classFor(int(src.n), int(src.width))
+	h, err := r.copyInto(class, src, blk, int(src.width))
+	if err != nil {
+		return err
+	}
+	r.attach(dst, h, class, int(src.width))
+	dst.n = src.n
+	return nil
+}
+
+// trim expires old rows and moves a ring that is mostly empty into a
+// smaller block, or frees it when nothing is left.
+func (r *rings) trim(g *group, nowB int64) error {
+	blk := r.block(g)
+	r.expire(g, blk, nowB)
+	if g.n == 0 {
+		r.release(g)
+		return nil
+	}
+	if int(g.n)*4 > int(g.cap) || int(g.cap) <= initialRows {
 		return nil
 	}
 	// Mostly empty: shrink, but not below what the ring's rate predicts it
 	// will need, or it would only grow back.
-	want := int(sr.n) * 2
+	want := int(g.n) * 2
 	if !r.geo.growByDoubling {
-		want = max(want, r.predict(sr, blk, nowB))
+		want = max(want, r.predict(g, blk, nowB))
 	}
-	if class := r.buckets.ClassFor(want); class < int(sr.class) {
-		_, err := r.move(sr, blk, class)
+	if class := r.classFor(want, int(g.width)); class < int(g.class) {
+		_, err := r.move(g, blk, class)
 		return err
 	}
 	return nil
 }
 
-// windows merges the series' records that fall in each window at nowB.
-func (r *rings) windows(sr *series, nowB int64) windowSet {
+// windows merges column col's cells that fall in each window at nowB.
+func (r *rings) windows(g *group, col int, nowB int64) windowSet {
 	var ws windowSet
-	blk := r.block(sr)
+	blk := r.block(g)
 	shortFrom := -int32(r.geo.short - 1)
 	longFrom := -int32(r.geo.long - 1)
-	for i := int(sr.n) - 1; i >= 0; i-- {
-		b := &blk[slot(sr, i, blk)]
+	for i := int(g.n) - 1; i >= 0; i-- {
+		b := &row(g, blk, i)[col]
 		rel := int32(b.id - uint32(nowB))
 		if rel < longFrom {
 			break // sorted: everything older is out too
 		}
 		switch {
+		case b.n == 0: // no value of this feature in the bucket
 		case rel > 0: // ahead of now (wall clock skew): not in any window yet
 		case rel >= shortFrom:
 			ws.short.merge(int64(b.n), b.shift, b.mean, b.m2)

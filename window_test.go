@@ -19,8 +19,8 @@ func onOwner(t testing.TB, e *Engine, entity string, fn func(s *shard)) {
 	}
 }
 
-// seriesState returns the ring class and record count of entity's series
-// for feature f, and whether the entity is known.
+// seriesState returns the ring class and row count of the group that holds
+// entity's feature f, and whether the entity is known.
 func seriesState(t testing.TB, e *Engine, entity string, f int32) (class, n int, known bool) {
 	t.Helper()
 	class = -1
@@ -30,12 +30,10 @@ func seriesState(t testing.TB, e *Engine, entity string, f int32) (class, n int,
 			return
 		}
 		known = true
-		for _, sr := range s.seriesOf(&s.entities[idx]) {
-			if sr.feature == f {
-				n = int(sr.n)
-				if sr.block != 0 {
-					class = int(sr.class)
-				}
+		if g, _ := s.columnOf(&s.entities[idx], 0, f); g != nil {
+			n = int(g.n)
+			if g.block != 0 {
+				class = int(g.class)
 			}
 		}
 	})
