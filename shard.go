@@ -123,6 +123,8 @@ type shardState struct {
 	appliedNow int64               // the newest producer clock among applied messages
 	wasteSeen  bool                // the previous sweep found the shard wasteful
 	err        error               // first arena failure; state stops growing after it
+	idxs       []uint32            // scratch for apply: a lookup run's entities
+	touched    uint32              // what apply read ahead, kept so the reads stay
 	missing    []int32             // scratch for widen: an event's features without a column
 }
 
@@ -234,19 +236,46 @@ func (s *shard) apply(m *message) {
 	}
 	nowB := s.geo.bucketOf(nowMs)
 	oldest := s.geo.oldestBucket(nowB)
-	for i := range m.events {
-		ev := &m.events[i]
-		b := s.geo.bucketOf(ev.ts)
-		if b < oldest {
-			// Accepted, then moved out of every window by a newer event of
-			// the same call: no query can see it any more.
-			s.published.expiredLate.Add(1)
-			continue
+	for start := 0; start < len(m.events); start += lookupRun {
+		evs := m.events[start:min(start+lookupRun, len(m.events))]
+
+		// Find the run's entities and read their newest rows first, then
+		// apply the values. Each of those reads misses the cache, and in a
+		// loop of them alone the processor keeps several misses in flight
+		// at once; interleaved with the updates they would wait one by one.
+		idxs := s.idxs[:0]
+		var touched uint32
+		for i := range evs {
+			ev := &evs[i]
+			if s.geo.bucketOf(ev.ts) < oldest {
+				// Accepted, then moved out of every window by a newer event
+				// of the same call: no query can see it any more.
+				s.published.expiredLate.Add(1)
+				idxs = append(idxs, noEntity)
+				continue
+			}
+			idx := s.entityFor(ev.entity, ev.ts, nowB)
+			idxs = append(idxs, idx)
+			touched += s.rings.touch(&s.entities[idx].first)
 		}
-		ent := s.entityFor(ev.entity, ev.ts, nowB)
-		s.observeEvent(ent, m.values[ev.first:ev.first+ev.n], b, nowB)
+		s.idxs = idxs
+		s.touched += touched
+
+		for i, idx := range idxs {
+			if idx != noEntity {
+				ev := &evs[i]
+				values := m.values[ev.first : ev.first+ev.n]
+				s.observeEvent(&s.entities[idx], values, s.geo.bucketOf(ev.ts), nowB)
+			}
+		}
 	}
 }
+
+// lookupRun is how many events apply looks up before it applies them.
+const lookupRun = 16
+
+// noEntity marks an event of a lookup run that apply skips.
+const noEntity = math.MaxUint32
 
 // observeEvent adds an event's values to the entity's rings and to the
 // population rings.
@@ -290,9 +319,9 @@ func (s *shard) fail(err error) {
 	s.published.lostValues.Add(1)
 }
 
-// entityFor returns the entity's record, creating it on first sight, and
-// notes the event time.
-func (s *shard) entityFor(key string, ts, nowB int64) *entity {
+// entityFor returns the index of the entity's record, creating it on first
+// sight, and notes the event time.
+func (s *shard) entityFor(key string, ts, nowB int64) uint32 {
 	idx, ok := s.index.Get(key)
 	if !ok {
 		idx = s.newEntity(key)
@@ -306,7 +335,7 @@ func (s *shard) entityFor(key string, ts, nowB int64) *entity {
 		ent.lastMs = ts
 	}
 	ent.lastMs = max(ent.lastMs, ts)
-	return ent
+	return idx
 }
 
 // newEntity adds a record for key, reusing a released slot if there is one.

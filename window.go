@@ -205,6 +205,15 @@ func (r *rings) put(g *group, col int, b, nowB int64, x float64) error {
 	return nil
 }
 
+// touch reads the group's newest row, so that it is in the cache when an
+// event is applied, and returns what it read.
+func (r *rings) touch(g *group) uint32 {
+	if g.n == 0 {
+		return 0
+	}
+	return r.buckets.Block(g.block, int(g.class))[slot(g, int(g.n)-1)*int(g.width)].id
+}
+
 // expire drops the rows older than the long window at nowB.
 func (r *rings) expire(g *group, blk []bucket, nowB int64) {
 	oldest := -int32(r.geo.long - 1)
