@@ -213,3 +213,23 @@ func compactAndCompare(t *testing.T, features int32) {
 		t.Fatalf("e0 after compaction and a new value: %+v; want 2 values", s)
 	}
 }
+
+// TestNoCompactionChurnWithLongWindows: with a long window of 16384 buckets
+// a ring slab is megabytes, most of it idle under light load. That is not
+// waste a compaction could return, so a lightly loaded shard must not
+// compact at every sweep.
+func TestNoCompactionChurnWithLongWindows(t *testing.T) {
+	e := newEventEngine(t, 1, Config{Shards: 1, BucketWidth: time.Second, ShortBuckets: 60,
+		LongBuckets: 1 << 14, EntityTTL: 5 * time.Hour})
+	ts := t0
+	for range 400 {
+		ts += (5 * time.Minute).Milliseconds()
+		ingestEach(t, e, ev("e", ts, 1))
+	}
+	stats(t, e, "e", 1, Short) // waits for the last batch and its sweep
+	m := e.Metrics().Shards[0]
+	if m.Sweeps < 20 || m.Compactions > 1 {
+		t.Fatalf("%d compactions in %d sweeps; want none to speak of", m.Compactions, m.Sweeps)
+	}
+	t.Logf("%d sweeps, %d compactions", m.Sweeps, m.Compactions)
+}

@@ -528,10 +528,13 @@ func (s *shard) sweep(nowMs int64) {
 			s.release(uint32(idx))
 			continue
 		}
-		if ent.lastMs >= quietBefore {
-			// Written since the last sweep: its rings were sized by their
-			// rate when they grew, and expire on their own when full.
-			// Trimming them would read a cache line per feature for little.
+		if ent.lastMs >= quietBefore && ent.nMore == 0 {
+			// Written since the last sweep: its ring was sized by its rate
+			// when it grew, and expires rows on its own when full. Trimming
+			// it would read another cache line per entity for little. An
+			// entity of several rings may write one and leave another
+			// alone, whose rows would then never expire, until 2^32 buckets
+			// on their ids would alias current ones: those are trimmed.
 			continue
 		}
 		if s.geo.unreachable(s.geo.bucketOf(ent.lastMs), nowB) {
@@ -593,7 +596,19 @@ func (s *shard) wasteful() bool {
 	}
 	rs, ls := s.rings.buckets.Stats(), s.lists.Stats()
 	idle := rs.Bytes - rs.InUseBytes + ls.Bytes - ls.InUseBytes
+	// A fresh state leaves the rest of its newest slabs idle too: with a
+	// long window a ring slab is megabytes, and counting it would make a
+	// lightly loaded shard compact at every sweep for nothing.
+	idle -= slabBytes(rs) + slabBytes(ls)
 	return idle >= compactMinBytes && idle > 2*(rs.InUseBytes+ls.InUseBytes)
+}
+
+// slabBytes returns the size of one of an arena's slabs, 0 with none.
+func slabBytes(st arena.Stats) int64 {
+	if st.Slabs == 0 {
+		return 0
+	}
+	return st.Bytes / int64(st.Slabs)
 }
 
 // compact copies every live entity into fresh slabs, a fresh index and a

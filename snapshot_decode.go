@@ -50,7 +50,8 @@ type decoder struct {
 	series  []seriesRead
 	buckets []bucket
 	numbers []int64 // bucket numbers of buckets
-	rows    []int64
+	rows    []int64 // the buckets of the ring being laid out
+	merged  []int64 // scratch for groups
 
 	maxFeature int // the largest feature id read so far
 }
@@ -336,10 +337,49 @@ func (d *decoder) entity(p *payload, s *shard) {
 		d.ring(p, s, s.geo.bucketOf(lastMs))
 		d.series = append(d.series, seriesRead{feature: int32(f), first: first, end: len(d.buckets)})
 	}
-	for start := 0; start < len(d.series) && p.err == nil; start += groupWidth {
-		chunk := d.series[start:min(start+groupWidth, len(d.series))]
-		d.group(p, s, ent, start/groupWidth, chunk)
+	d.groups(p, s, ent)
+}
+
+// groups lays the entity's series out in rings, in the order read. A ring
+// takes the next series while it has a column free and the buckets of its
+// series together fit one ring. They always fit for a snapshot of state
+// whose clock only went forward, but an entity written while the clock was
+// ahead keeps rows up to a window ahead of now, and two rings whose rows
+// fit apart could then overflow one.
+func (d *decoder) groups(p *payload, s *shard, ent *entity) {
+	start, gi := 0, 0
+	d.rows = d.rows[:0]
+	for i, sr := range d.series {
+		merged := unionSorted(d.merged[:0], d.rows, d.numbers[sr.first:sr.end])
+		if i > start && (i-start == groupWidth || len(merged) > s.geo.maxLive()) {
+			d.group(p, s, ent, gi, d.series[start:i])
+			if p.err != nil {
+				return
+			}
+			start, gi = i, gi+1
+			merged = append(merged[:0], d.numbers[sr.first:sr.end]...)
+		}
+		d.rows, d.merged = merged, d.rows
 	}
+	if len(d.series) > start {
+		d.group(p, s, ent, gi, d.series[start:])
+	}
+}
+
+// unionSorted appends the union of the ascending lists a and b to dst.
+func unionSorted(dst, a, b []int64) []int64 {
+	for len(a) > 0 && len(b) > 0 {
+		switch {
+		case a[0] < b[0]:
+			dst, a = append(dst, a[0]), a[1:]
+		case b[0] < a[0]:
+			dst, b = append(dst, b[0]), b[1:]
+		default:
+			dst, a, b = append(dst, a[0]), a[1:], b[1:]
+		}
+	}
+	dst = append(dst, a...)
+	return append(dst, b...)
 }
 
 // ring reads a series' buckets into d.buckets and their numbers into
@@ -385,7 +425,7 @@ func (d *decoder) ring(p *payload, s *shard, lastB int64) {
 }
 
 // group lays the series of chunk out as the entity's i-th group: a row for
-// every bucket that any of them has.
+// every bucket that any of them has, which d.rows lists.
 func (d *decoder) group(p *payload, s *shard, ent *entity, i int, chunk []seriesRead) {
 	if i > 0 {
 		if err := s.addGroup(ent); err != nil {
@@ -398,19 +438,6 @@ func (d *decoder) group(p *payload, s *shard, ent *entity, i int, chunk []series
 		g.features[c] = sr.feature
 	}
 	g.width = uint8(len(chunk))
-
-	d.rows = d.rows[:0]
-	for _, sr := range chunk {
-		d.rows = append(d.rows, d.numbers[sr.first:sr.end]...)
-	}
-	slices.Sort(d.rows)
-	d.rows = slices.Compact(d.rows)
-	if len(d.rows) > s.geo.maxLive() {
-		// The encoder writes only buckets inside one long window.
-		p.fail("entity %q: %d distinct buckets; a window holds %d",
-			ent.key, len(d.rows), s.geo.maxLive())
-		return
-	}
 
 	w := len(chunk)
 	class := s.rings.classFor(len(d.rows), w)

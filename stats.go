@@ -86,41 +86,6 @@ func (m *moments) merge(n int64, shift, mean, m2 float64) {
 	m.n = total
 }
 
-// sums accumulate buckets' moments as the count, sum and sum of squares of
-// their values' deviations from ref, the first bucket's shift: an add is
-// three multiply-adds and no division, where merge divides.
-//
-// The sum of squares less the square of the sum cancels when the values lie
-// far from ref compared with their spread. ref is one of the values, and no
-// value lies further than sqrt(n) standard deviations from the mean, so the
-// relative error of M2 stays within about n ulps: 1e-10 for a million
-// values, and in practice far less. The oracle tests hold it to 1e-9.
-type sums struct {
-	n           int64
-	ref, s1, s2 float64
-}
-
-// add adds a bucket of n values with the given shift, mean and M2.
-func (a *sums) add(n int64, shift, mean, m2 float64) {
-	if a.n == 0 {
-		a.ref = shift
-	}
-	d := (shift - a.ref) + mean
-	fn := float64(n)
-	a.n += n
-	a.s1 += fn * d
-	a.s2 += m2 + fn*d*d
-}
-
-// moments converts the sums to moments relative to ref.
-func (a sums) moments() moments {
-	if a.n == 0 {
-		return moments{}
-	}
-	mean := a.s1 / float64(a.n)
-	return moments{n: a.n, shift: a.ref, mean: mean, m2: max(a.s2-a.s1*mean, 0)}
-}
-
 // add merges other into m.
 func (m *moments) add(other moments) {
 	m.merge(other.n, other.shift, other.mean, other.m2)

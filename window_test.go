@@ -195,7 +195,13 @@ func TestTooOldNeverAliases(t *testing.T) {
 // messages by hand.
 func testShard(t *testing.T) *shard {
 	t.Helper()
-	cfg := Config{Clock: NewEventClock(), MaxFeatures: 4}.withDefaults()
+	return testShardWith(t, Config{Clock: NewEventClock(), MaxFeatures: 4})
+}
+
+// testShardWith is testShard for the configuration cfg.
+func testShardWith(t *testing.T, cfg Config) *shard {
+	t.Helper()
+	cfg = cfg.withDefaults()
 	geo, err := cfg.validate()
 	if err != nil {
 		t.Fatal(err)
@@ -384,11 +390,12 @@ func TestInt64Extremes(t *testing.T) {
 	})
 }
 
-// TestLaneSumsAdversarial merges buckets the way a query does, with lanes of
-// sums, on data chosen to make sums cancel: a lane's reference far out in
-// the tail of a million values, offsets of 1e12 with a spread of 1e-3, and
-// identical values, and checks the result against the exact oracle.
-func TestLaneSumsAdversarial(t *testing.T) {
+// TestLanesAdversarial merges buckets the way a query does, in lanes, on
+// data chosen to make merging lose precision: a lane's first bucket far out
+// in the tail of a million values, offsets of 1e12 with a spread of 1e-3, a
+// jump of 2e12 and identical values, and checks the result against the
+// exact oracle.
+func TestLanesAdversarial(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
 	cases := []struct {
 		name    string
@@ -426,7 +433,7 @@ func TestLaneSumsAdversarial(t *testing.T) {
 					bk.observe(x)
 					all = append(all, x)
 				}
-				l[b%len(l)].add(int64(bk.n), bk.shift, bk.mean, bk.m2)
+				l[b%len(l)].merge(int64(bk.n), bk.shift, bk.mean, bk.m2)
 			}
 			tol := tolerance(1e-9)
 			if c.name == "identical" {
@@ -434,5 +441,72 @@ func TestLaneSumsAdversarial(t *testing.T) {
 			}
 			checkStats(t, c.name, l.sum().stats(), oracleOf(all...), tol)
 		})
+	}
+}
+
+// TestLongWindowPrecisionWithOutlier puts about a million N(0, 1) values in
+// one query lane (every fourth bucket of the baseline) and, in the lane's
+// newest bucket, one value 1000 standard deviations out, through the engine,
+// and holds the long window's variance to the exact oracle's within 1e-9,
+// for the entity and the population.
+func TestLongWindowPrecisionWithOutlier(t *testing.T) {
+	e := newEventEngine(t, 2, Config{Shards: 1})
+	r := rand.New(rand.NewPCG(5, 1))
+	o := new(oracle)
+	base := t0/5000 + 4 - (t0/5000)%4 // every fourth bucket from here: one lane
+	batch := make([]Event, 6100)
+	for j := range int64(164) {
+		for i := range batch {
+			x := r.NormFloat64()
+			batch[i] = Event{EntityID: "e", TimestampMs: (base + 4*j) * 5000, Values: []FeatureValue{fv(1, x)}}
+			o.add(x)
+		}
+		ingest(t, e, batch...)
+	}
+	const outlier = 14124.140511973656
+	ingest(t, e, Event{EntityID: "e", TimestampMs: (base + 656) * 5000, Values: []FeatureValue{fv(1, outlier)}})
+	o.add(outlier)
+	// Another entity moves the clock to the end of the long window.
+	ingest(t, e, Event{EntityID: "z", TimestampMs: (base + 716) * 5000, Values: []FeatureValue{fv(2, 0)}})
+
+	w := o.want()
+	for name, s := range map[string]Stats{"entity": stats(t, e, "e", 1, Long), "population": popStats(t, e, 1, Long)} {
+		if s.Count != w.count {
+			t.Fatalf("%s: count %d; want %d", name, s.Count, w.count)
+		}
+		if err := math.Abs(s.PopulationVariance-w.popVar) / w.popVar; err > 1e-9 {
+			t.Errorf("%s: variance %v, exact %v: relative error %.3g", name, s.PopulationVariance, w.popVar, err)
+		}
+	}
+}
+
+// TestStaleRingNeverAliases: an entity kept alive by feature 1, in its first
+// ring, never writes feature 14, in its second, again. 2^32 buckets later
+// the second ring's old row must not pass for a current one, whose 32-bit
+// id it shares.
+func TestStaleRingNeverAliases(t *testing.T) {
+	s := testShardWith(t, Config{Shards: 1, Clock: NewEventClock(), BucketWidth: time.Millisecond,
+		ShortBuckets: 1, LongBuckets: 1 << 14, EntityTTL: 1000 * time.Hour, MaxFeatures: 14})
+	send := func(ts int64, values []FeatureValue) { // as the owner applies a one-event call
+		m := &message{values: values, nowMs: ts}
+		m.events = []queued{{entity: "a", ts: ts, first: 0, n: uint32(len(values))}}
+		s.apply(m)
+		s.appliedNow = max(s.appliedNow, m.nowMs)
+		s.maybeSweep()
+	}
+	const t0 = int64(1) << 40
+	var all []FeatureValue
+	for f := int32(1); f <= 14; f++ {
+		all = append(all, fv(f, 7))
+	}
+	send(t0, all)
+	step := int64(1<<14 - 1) // inside the long window: the entity never goes idle
+	for ts := t0 + step; ts < t0+1<<32; ts += step {
+		send(ts, []FeatureValue{fv(1, 1)})
+	}
+	now := t0 + 1<<32
+	send(now, []FeatureValue{fv(1, 1)})
+	if st := s.entityWindows("a", 14, now).long.stats(); st.Count != 0 {
+		t.Fatalf("feature 14, last written 2^32 buckets ago: %+v; want an empty window", st)
 	}
 }
