@@ -77,8 +77,8 @@ type Config struct {
 	growByDoubling bool
 }
 
-// maxFeaturesLimit bounds Config.MaxFeatures: an entity counts its series
-// in 16 bits (entity.nSeries), and an entity may have every feature.
+// maxFeaturesLimit bounds Config.MaxFeatures, and with it the feature ids
+// and the series per entity that a snapshot may hold.
 const maxFeaturesLimit = 1<<16 - 1
 
 // geometry is the validated, integer form of the window settings.

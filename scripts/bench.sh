@@ -14,10 +14,11 @@ out=docs/bench
 mkdir -p "$out"
 scripts/tools.sh benchstat
 
-run() { # name regexp [package]
+run() { # name regexp [package [go test flags]]
 	local name=$1 re=$2 pkg=${3:-.}
+	shift $(($# < 3 ? $# : 3))
 	echo "bench.sh: $name ($re) x$count" >&2
-	go test -run '^$' -bench "$re" -count "$count" -timeout 3h "$pkg" | tee "$out/$name.txt" >&2
+	go test -run '^$' -bench "$re" -count "$count" -timeout 3h "$@" "$pkg" | tee "$out/$name.txt" >&2
 	.tools/bin/benchstat "$out/$name.txt" >"$out/$name.benchstat"
 }
 
@@ -27,7 +28,7 @@ if [ "${BENCH:-}" = "." ]; then
 fi
 
 # BENCH may also name sets from the list below, e.g. BENCH="query memory".
-for set in ${BENCH:-ingest ingest-1e6 ingest-target roofline parallel query index grpc memory}; do
+for set in ${BENCH:-ingest ingest-1e6 ingest-target roofline parallel query query-cpu index grpc memory}; do
 	case $set in
 	# Each level of a -bench pattern matches anywhere in its part of the
 	# name, so the levels are anchored: entities=1000 must not match 1000000.
@@ -39,6 +40,9 @@ for set in ${BENCH:-ingest ingest-1e6 ingest-target roofline parallel query inde
 	roofline) run roofline 'Roofline' ;;
 	parallel) run parallel 'IngestParallel' ;;
 	query) run query 'Stats|Drift' ;;
+	# The same queries with GOMAXPROCS 1 and 2 side by side: with one P
+	# no hand-off has to wake a goroutine on the other CPU.
+	query-cpu) run query-cpu 'Stats|Drift' . -cpu=1,2 ;;
 	index) run index 'EntityIndex' ;;
 	memory)
 		run memory 'Memory'
