@@ -161,11 +161,15 @@ func (r *rings) put(g *group, col int, b, nowB int64, x float64) error {
 		}
 	}
 
-	if int(g.n) == int(g.cap) && g.block != 0 {
+	if int(g.n) == int(g.cap) && g.block != 0 && r.expired(g, blk, 0, nowB) {
 		// Expired rows stay until their room is needed or the sweep trims
 		// them: queries skip them anyway, and expiring on every new bucket
 		// would read the ring's head, another cache line, for nothing.
-		r.expire(g, blk, nowB)
+		// One row makes the room, and the new newest row takes its slot,
+		// so the only row read is the one about to be written; the rows
+		// after it go one at a time, as room is needed again.
+		g.head = uint16(slot(g, 1))
+		g.n--
 	}
 	k := int(g.n) // rows older than b come first; k is where b goes
 	for k > 0 && int32(rowID(g, blk, k-1)-id) > 0 {
@@ -214,10 +218,15 @@ func (r *rings) touch(g *group) uint32 {
 	return r.buckets.Block(g.block, int(g.class))[slot(g, int(g.n)-1)*int(g.width)].id
 }
 
+// expired reports whether the i-th oldest row lies before the long window
+// at nowB.
+func (r *rings) expired(g *group, blk []bucket, i int, nowB int64) bool {
+	return int32(rowID(g, blk, i)-uint32(nowB)) < -int32(r.geo.long-1)
+}
+
 // expire drops the rows older than the long window at nowB.
 func (r *rings) expire(g *group, blk []bucket, nowB int64) {
-	oldest := -int32(r.geo.long - 1)
-	for g.n > 0 && int32(rowID(g, blk, 0)-uint32(nowB)) < oldest {
+	for g.n > 0 && r.expired(g, blk, 0, nowB) {
 		g.head = uint16(slot(g, 1))
 		g.n--
 	}
