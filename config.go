@@ -2,6 +2,7 @@ package streamfeat
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -194,6 +195,25 @@ func (g geometry) bucketOf(ts int64) int64 {
 // and nowB-long+1 would wrap around to a huge bucket that every event is
 // older than.
 func (g geometry) oldestBucket(nowB int64) int64 { return subSat(nowB, g.long-1) }
+
+// liveSpan is the range of milliseconds [from, to) whose buckets lie in the
+// long window ending at some bucket now. Checks made per event compare a
+// time with it instead of dividing the time into its bucket, which costs
+// tens of cycles; only times outside the span need the exact check.
+type liveSpan struct{ from, to int64 }
+
+// liveSpan returns the span of the long window ending at bucket nowB. It is
+// empty when either end lies outside the int64 range.
+func (g geometry) liveSpan(nowB int64) liveSpan {
+	oldest := g.oldestBucket(nowB)
+	if oldest < math.MinInt64/g.widthMs || nowB >= math.MaxInt64/g.widthMs {
+		return liveSpan{from: math.MaxInt64, to: math.MinInt64}
+	}
+	return liveSpan{from: oldest * g.widthMs, to: (nowB + 1) * g.widthMs}
+}
+
+// holds reports whether ts falls in the span's buckets.
+func (sp liveSpan) holds(ts int64) bool { return ts >= sp.from && ts < sp.to }
 
 // expired reports whether bucket b lies before the long window ending at nowB.
 func (g geometry) expired(b, nowB int64) bool { return b < g.oldestBucket(nowB) }

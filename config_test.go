@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +196,37 @@ func TestConfigInForce(t *testing.T) {
 		c.BucketWidth != DefaultBucketWidth || c.LongBuckets != DefaultLongBuckets ||
 		c.MaxFeatures != DefaultMaxFeatures || c.Clock == nil {
 		t.Errorf("config in force %+v; want 3 shards and every other field at its default", c)
+	}
+}
+
+// TestLiveSpan checks the span against the bucket arithmetic it stands in
+// for: a time is in the span exactly when its bucket is in the long window,
+// and a span is empty only where an end would overflow.
+func TestLiveSpan(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, width := range []int64{1, 7, 5000} {
+		g := geometry{widthMs: width, long: 720}
+		nows := []int64{0, -1, 719, math.MinInt64, math.MinInt64 + 719, math.MaxInt64,
+			math.MaxInt64 / width, math.MaxInt64/width - 1, math.MinInt64/width + 719, r.Int64()}
+		for _, nowB := range nows {
+			sp := g.liveSpan(nowB)
+			empty := sp.from > sp.to
+			oldest := g.oldestBucket(nowB)
+			times := []int64{math.MinInt64, math.MaxInt64, sp.from, sp.from - 1, sp.to, sp.to - 1}
+			for range 200 {
+				times = append(times, r.Int64(), sp.from+r.Int64N(1e6)-5e5, sp.to+r.Int64N(1e6)-5e5)
+			}
+			for _, ts := range times {
+				b := g.bucketOf(ts)
+				inWindow := b >= oldest && b <= nowB
+				if got := sp.holds(ts); got != (inWindow && !empty) {
+					t.Fatalf("width %d, now bucket %d: holds(%d) = %v; bucket %d, window [%d, %d]",
+						width, nowB, ts, got, b, oldest, nowB)
+				}
+			}
+			if ordinary := nowB > math.MinInt64/(2*width) && nowB < math.MaxInt64/(2*width); empty && ordinary {
+				t.Fatalf("width %d, now bucket %d: empty span %+v; want the fast path", width, nowB, sp)
+			}
+		}
 	}
 }

@@ -54,6 +54,7 @@ func (e *Engine) IngestWith(ctx context.Context, events []Event, opts IngestOpti
 func (e *Engine) route(events []Event, r *routing, res *IngestResult) {
 	nowMs := e.nowMs()
 	nowB := e.geo.bucketOf(nowMs)
+	span := e.geo.liveSpan(nowB)
 	latest := addSat(nowMs, e.geo.skewMs)
 	nFeatures := e.schema.n.Load()
 	for i := range events {
@@ -62,7 +63,7 @@ func (e *Engine) route(events []Event, r *routing, res *IngestResult) {
 			res.DroppedInvalid++
 			continue
 		}
-		if e.geo.expired(e.geo.bucketOf(ev.TimestampMs), nowB) {
+		if ev.TimestampMs < span.from && e.geo.expired(e.geo.bucketOf(ev.TimestampMs), nowB) {
 			res.DroppedTooOld++
 			continue
 		}
@@ -89,7 +90,11 @@ func (e *Engine) route(events []Event, r *routing, res *IngestResult) {
 			entity: ev.EntityID, ts: ev.TimestampMs, first: uint32(first), n: uint32(n),
 		})
 		if e.geo.eventTime && ev.TimestampMs > nowMs {
-			nowMs, nowB = ev.TimestampMs, e.geo.bucketOf(ev.TimestampMs)
+			nowMs = ev.TimestampMs
+			if nowMs >= span.to { // a new bucket, or an empty span
+				nowB = e.geo.bucketOf(nowMs)
+				span = e.geo.liveSpan(nowB)
+			}
 		}
 		m.nowMs = nowMs
 	}

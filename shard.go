@@ -236,6 +236,7 @@ func (s *shard) apply(m *message) {
 	}
 	nowB := s.geo.bucketOf(nowMs)
 	oldest := s.geo.oldestBucket(nowB)
+	span := s.geo.liveSpan(nowB)
 	for start := 0; start < len(m.events); start += lookupRun {
 		evs := m.events[start:min(start+lookupRun, len(m.events))]
 
@@ -247,14 +248,14 @@ func (s *shard) apply(m *message) {
 		var touched uint32
 		for i := range evs {
 			ev := &evs[i]
-			if s.geo.bucketOf(ev.ts) < oldest {
+			if ev.ts < span.from && s.geo.bucketOf(ev.ts) < oldest {
 				// Accepted, then moved out of every window by a newer event
 				// of the same call: no query can see it any more.
 				s.published.expiredLate.Add(1)
 				idxs = append(idxs, noEntity)
 				continue
 			}
-			idx := s.entityFor(ev.entity, ev.ts, nowB)
+			idx := s.entityFor(ev.entity, ev.ts, nowB, span)
 			idxs = append(idxs, idx)
 			touched += s.rings.touch(&s.entities[idx].first)
 		}
@@ -321,13 +322,13 @@ func (s *shard) fail(err error) {
 
 // entityFor returns the index of the entity's record, creating it on first
 // sight, and notes the event time.
-func (s *shard) entityFor(key string, ts, nowB int64) uint32 {
+func (s *shard) entityFor(key string, ts, nowB int64, span liveSpan) uint32 {
 	idx, ok := s.index.Get(key)
 	if !ok {
 		idx = s.newEntity(key)
 	}
 	ent := &s.entities[idx]
-	if s.geo.unreachable(s.geo.bucketOf(ent.lastMs), nowB) {
+	if !span.holds(ent.lastMs) && s.geo.unreachable(s.geo.bucketOf(ent.lastMs), nowB) {
 		// Idle for a whole window, or far ahead of a clock that went back:
 		// no window can use the records. Emptying the rings here also keeps
 		// their 32-bit bucket ids unambiguous.

@@ -40,9 +40,12 @@ func (b *bucket) observe(x float64) {
 // welford updates the mean and M2 of the values' deviations from shift with
 // x, where n already counts x.
 func welford(n, shift float64, mean, m2 *float64, x float64) {
+	// 1/n does not depend on the previous update, so the division runs
+	// beside the chain of updates to one bucket instead of on it.
+	inv := 1 / n
 	d := x - shift
 	delta := d - *mean
-	*mean += delta / n
+	*mean += delta * inv
 	*m2 += delta * (d - *mean)
 }
 
