@@ -253,7 +253,7 @@ func (r *rings) makeRoom(g *group, blk []bucket, nowB int64) ([]bucket, error) {
 			rows = max(int(g.cap)+1, p)
 		}
 	}
-	return r.move(g, blk, r.classFor(rows, int(g.width)))
+	return r.move(g, blk, r.classFor(rows, int(g.width)), int(g.width))
 }
 
 // classFor returns the arena class for a ring of rows rows of width cells.
@@ -286,16 +286,16 @@ func (r *rings) predict(g *group, blk []bucket, nowB int64) int {
 	return int(min(want, int64(r.geo.maxLive())))
 }
 
-// move copies the ring's rows, oldest first, into a new block of class and
-// frees the old block.
-func (r *rings) move(g *group, blk []bucket, class int) ([]bucket, error) {
-	h, err := r.copyInto(class, g, blk, int(g.width))
+// move copies the ring's rows, oldest first, into a new block of class as
+// rows of width cells, and frees the old block.
+func (r *rings) move(g *group, blk []bucket, class, width int) ([]bucket, error) {
+	h, err := r.copyInto(class, g, blk, width)
 	if err != nil {
 		return blk, err
 	}
 	n := g.n
 	r.release(g)
-	r.attach(g, h, class, int(g.width))
+	r.attach(g, h, class, width)
 	g.n = n
 	return r.buckets.Block(h, class), nil
 }
@@ -342,16 +342,9 @@ func (r *rings) widen(g *group, features []int32) error {
 	was := int(g.width)
 	width := was + len(features)
 	if g.n > 0 {
-		blk := r.block(g)
-		class := r.classFor(int(g.cap), width)
-		h, err := r.copyInto(class, g, blk, width)
-		if err != nil {
+		if _, err := r.move(g, r.block(g), r.classFor(int(g.cap), width), width); err != nil {
 			return err
 		}
-		n := g.n
-		r.release(g)
-		r.attach(g, h, class, width)
-		g.n = n
 	} else {
 		r.release(g) // the next put allocates for the new width
 	}
@@ -396,7 +389,7 @@ func (r *rings) trim(g *group, nowB int64) error {
 		want = max(want, r.predict(g, blk, nowB))
 	}
 	if class := r.classFor(want, int(g.width)); class < int(g.class) {
-		_, err := r.move(g, blk, class)
+		_, err := r.move(g, blk, class, int(g.width))
 		return err
 	}
 	return nil
@@ -432,9 +425,9 @@ func (r *rings) windows(g *group, col int, nowB int64) windowSet {
 // query's time; four chains run side by side.
 //
 // Plain sums of the deviations from one reference, with no division, were
-// faster still, but on a million values with the reference 1000 standard
-// deviations out they lost 2e-9 of the variance, where merges lose 1e-15
-// (TestLongWindowPrecisionWithOutlier).
+// tried: on a million values with the reference 1000 standard deviations out
+// they lost 2e-9 of the variance, more than TestLongWindowPrecisionWithOutlier
+// allows.
 type lanes [4]moments
 
 // sum merges the lanes in a fixed order, so equal states give equal bits.
