@@ -438,11 +438,20 @@ func (s *shard) addGroup(ent *entity) error {
 	return nil
 }
 
+// errTooManyRings is growList's answer for an entity whose extra groups fill
+// the largest list. Ingest never gets there: groups fill up 13 features at a
+// time, and the largest list holds the groups of every feature the schema
+// can name. Only a crafted snapshot can ask for more.
+var errTooManyRings = errors.New("more rings than Config.MaxFeatures features need")
+
 // growList moves the entity's extra groups to a list of the next class.
 func (s *shard) growList(ent *entity) error {
 	class := 0
 	if ent.more != 0 {
 		class = int(ent.moreClass) + 1
+	}
+	if class == s.lists.Classes() {
+		return errTooManyRings
 	}
 	h, err := s.lists.Alloc(class)
 	if err != nil {

@@ -66,6 +66,24 @@ func craftEntity(e *Engine, lastMs int64, series uint64) []byte {
 	return binary.AppendUvarint(p, series)
 }
 
+// craftWindowSeries appends a series of feature f with one value in each of
+// 60 buckets from first on.
+func craftWindowSeries(p []byte, f int32, first int64) []byte {
+	p = binary.AppendUvarint(p, uint64(f))
+	p = binary.AppendUvarint(p, 60)
+	p = binary.AppendVarint(p, first)
+	for k := range 60 {
+		if k > 0 {
+			p = binary.AppendUvarint(p, 1)
+		}
+		p = binary.AppendUvarint(p, 1)
+		for _, x := range []float64{float64(k), 0, 0} {
+			p = binary.LittleEndian.AppendUint64(p, math.Float64bits(x))
+		}
+	}
+	return p
+}
+
 // TestRestoreRefusesAliasedBucket: a bucket 2^32 buckets before its entity's
 // newest event has the same 32-bit id as a current one; restored, it would
 // count as live. The decoder refuses it.
@@ -122,18 +140,7 @@ func TestRestoreSplitsRings(t *testing.T) {
 
 		p := craftEntity(e, 100_500, 2) // newest event in bucket 100, two series
 		for f, first := range []int64{41 - gap, 41} {
-			p = binary.AppendUvarint(p, uint64(f+1))
-			p = binary.AppendUvarint(p, 60)
-			p = binary.AppendVarint(p, first)
-			for k := range 60 {
-				if k > 0 {
-					p = binary.AppendUvarint(p, 1)
-				}
-				p = binary.AppendUvarint(p, 1)
-				for _, x := range []float64{float64(k), 0, 0} {
-					p = binary.LittleEndian.AppendUint64(p, math.Float64bits(x))
-				}
-			}
+			p = craftWindowSeries(p, int32(f+1), first)
 		}
 		c.section('E', p)
 		c.section('S', append(binary.AppendUvarint(nil, 2), 1, 'f', 1, 'g'))
@@ -200,5 +207,28 @@ func TestRestoreOwnSnapshotAfterClockBack(t *testing.T) {
 				t.Errorf("feature %d, %v window: restored %+v; want %+v", f, w, got, want)
 			}
 		}
+	}
+}
+
+// TestRestoreRefusesMoreRingsThanFit: series whose buckets together overflow
+// a window need a ring each, and an engine of 3 features holds one ring
+// beyond an entity's first. The engine never writes such a snapshot (restore regroups
+// its own series into no more rings than it had); a crafted one is refused,
+// not a panic.
+func TestRestoreRefusesMoreRingsThanFit(t *testing.T) {
+	e := newEngine(t, Config{Shards: 4, Clock: NewEventClock(), BucketWidth: time.Second,
+		ShortBuckets: 10, LongBuckets: 60, EntityTTL: 2 * time.Minute, MaxFeatures: 3})
+	c := newCraft(1000, 10, 60, 4, 1) // width ms, short, long, shards, event clock
+	p := craftEntity(e, 100_500, 3)   // newest event in bucket 100, three series
+	for f, first := range []int64{41, 40, 39} {
+		p = craftWindowSeries(p, int32(f+1), first)
+	}
+	c.section('E', p)
+	c.section('S', append(binary.AppendUvarint(nil, 3), 1, 'f', 1, 'g', 1, 'h'))
+	c.section('Z', binary.AppendUvarint(binary.AppendVarint(nil, 100_500), c.sections))
+
+	err := e.Restore(bytes.NewReader(c.buf.Bytes()))
+	if !errors.Is(err, ErrBadSnapshot) || !strings.Contains(err.Error(), "rings") {
+		t.Fatalf("restore of three series that need three rings: %v; want ErrBadSnapshot", err)
 	}
 }

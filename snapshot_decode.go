@@ -429,7 +429,7 @@ func (d *decoder) ring(p *payload, s *shard, lastB int64) {
 func (d *decoder) group(p *payload, s *shard, ent *entity, i int, chunk []seriesRead) {
 	if i > 0 {
 		if err := s.addGroup(ent); err != nil {
-			p.fail("%v", err)
+			p.fail("entity %q: %v", ent.key, err)
 			return
 		}
 	}
