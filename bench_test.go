@@ -89,7 +89,14 @@ func (g *eventGen) next() []Event {
 // newBenchEngine starts an event-time engine with features registered.
 func newBenchEngine(b *testing.B, shards, features int) *Engine {
 	b.Helper()
-	e, err := New(Config{Shards: shards, Clock: NewEventClock(), WaitForCapacity: true})
+	return newBenchEngineWith(b, Config{Shards: shards}, features)
+}
+
+// newBenchEngineWith is newBenchEngine with more of the Config set.
+func newBenchEngineWith(b *testing.B, cfg Config, features int) *Engine {
+	b.Helper()
+	cfg.Clock, cfg.WaitForCapacity = NewEventClock(), true
+	e, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -232,8 +239,8 @@ func BenchmarkIngestParallel(b *testing.B) {
 // fullEntity builds an engine whose entity "e" has a value in every bucket of
 // the long window for feature 1, and entities more entities spread over the
 // shards for the population.
-func fullEntity(b *testing.B, entities int) *Engine {
-	e := newBenchEngine(b, 2, 1)
+func fullEntity(b *testing.B, entities int, idleSpin time.Duration) *Engine {
+	e := newBenchEngineWith(b, Config{Shards: 2, IdleSpin: idleSpin}, 1)
 	_, _, long := e.Geometry()
 	width := e.geo.widthMs
 	rng := rand.New(rand.NewPCG(7, 7))
@@ -256,7 +263,7 @@ func fullEntity(b *testing.B, entities int) *Engine {
 }
 
 func BenchmarkStats(b *testing.B) {
-	e := fullEntity(b, 10_000)
+	e := fullEntity(b, 10_000, 0)
 	defer closeBench(b, e)
 	ctx := context.Background()
 	b.Run("scope=entity/window=long", func(b *testing.B) {
@@ -274,7 +281,7 @@ func BenchmarkStats(b *testing.B) {
 }
 
 func BenchmarkDrift(b *testing.B) {
-	e := fullEntity(b, 10_000)
+	e := fullEntity(b, 10_000, 0)
 	defer closeBench(b, e)
 	ctx := context.Background()
 	b.Run("scope=entity", func(b *testing.B) {
@@ -283,6 +290,23 @@ func BenchmarkDrift(b *testing.B) {
 	b.Run("scope=population", func(b *testing.B) {
 		benchLatency(b, func() error { _, err := e.PopulationDrift(ctx, 1, DriftOptions{}); return err })
 	})
+}
+
+// BenchmarkIdleSpin is the before/after of polling before parking: the
+// long-window entity query of BenchmarkStats with Config.IdleSpin at its
+// default (on) and turned off, as it was before.
+func BenchmarkIdleSpin(b *testing.B) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		spin time.Duration
+	}{{"on", 0}, {"off", -1}} {
+		b.Run("idle-spin="+c.name, func(b *testing.B) {
+			e := fullEntity(b, 10_000, c.spin)
+			defer closeBench(b, e)
+			benchLatency(b, func() error { _, err := e.Stats(ctx, "e", 1, Long); return err })
+		})
+	}
 }
 
 // benchLatency times each call of query and reports the median and p99

@@ -16,6 +16,7 @@ const (
 	DefaultShortBuckets  = 60
 	DefaultLongBuckets   = 720
 	DefaultMaxFeatures   = 1024
+	DefaultIdleSpin      = 50 * time.Microsecond
 
 	// MaxEntityIDBytes and MaxFeatureNameBytes bound the identifiers the
 	// engine accepts.
@@ -68,6 +69,15 @@ type Config struct {
 	// Default 1024.
 	MaxFeatures int
 
+	// IdleSpin is how long a shard owner whose queue ran empty, and a query
+	// waiting for its answer, keep checking for work (yielding the processor
+	// between checks) before they park. Waking a parked goroutine on an idle
+	// CPU takes tens of microseconds on many virtual machines, which would
+	// dominate query latency; the price is up to IdleSpin of CPU per shard
+	// after each burst of work, spent only when nothing else is runnable.
+	// Default 50µs; a negative value turns polling off.
+	IdleSpin time.Duration
+
 	// WaitForCapacity makes every Ingest call wait for queue space until its
 	// context ends instead of dropping the batch. IngestWith sets it per call.
 	WaitForCapacity bool
@@ -81,6 +91,10 @@ type Config struct {
 // maxFeaturesLimit bounds Config.MaxFeatures, and with it the feature ids
 // and the series per entity that a snapshot may hold.
 const maxFeaturesLimit = 1<<16 - 1
+
+// maxIdleSpin bounds Config.IdleSpin: beyond a millisecond, polling costs
+// CPU without saving anything a park and wake would cost.
+const maxIdleSpin = time.Millisecond
 
 // geometry is the validated, integer form of the window settings.
 type geometry struct {
@@ -124,6 +138,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxFeatures == 0 {
 		c.MaxFeatures = DefaultMaxFeatures
 	}
+	if c.IdleSpin == 0 {
+		c.IdleSpin = DefaultIdleSpin
+	}
 	return c
 }
 
@@ -148,6 +165,8 @@ func (c Config) validate() (geometry, error) {
 		return bad("max future skew %v: must not be negative", c.MaxFutureSkew)
 	case c.MaxFeatures < 1 || c.MaxFeatures > maxFeaturesLimit:
 		return bad("max features %d: want 1 to %d", c.MaxFeatures, maxFeaturesLimit)
+	case c.IdleSpin > maxIdleSpin:
+		return bad("idle spin %v: want at most %v", c.IdleSpin, maxIdleSpin)
 	}
 
 	g := geometry{

@@ -46,6 +46,7 @@ func TestConfigInvalid(t *testing.T) {
 		{"ttl shorter than a custom long window", Config{BucketWidth: time.Minute, EntityTTL: 2 * time.Hour}},
 		{"negative max features", Config{MaxFeatures: -1}},
 		{"too many max features", Config{MaxFeatures: 1 << 16}},
+		{"idle spin too long", Config{IdleSpin: time.Millisecond + 1}},
 		{"huge bucket width", Config{BucketWidth: time.Duration(1<<62) / time.Millisecond * time.Millisecond}},
 	}
 	for _, c := range cases {
@@ -68,6 +69,8 @@ func TestConfigInvalid(t *testing.T) {
 		{BucketWidth: time.Millisecond, MaxFutureSkew: time.Second, EntityTTL: time.Second},
 		{Shards: 1, QueueDepth: 1, ShortBuckets: 1, LongBuckets: 1, EntityTTL: 5 * time.Second},
 		{MaxFeatures: 1},
+		{IdleSpin: -1},
+		{IdleSpin: time.Millisecond},
 		{LongBuckets: 1 << 14, EntityTTL: 1 << 14 * 5 * time.Second},
 	} {
 		e, err := New(cfg)
@@ -194,7 +197,7 @@ func TestConfigInForce(t *testing.T) {
 	c := e.Config()
 	if c.Shards != 3 || c.QueueDepth != DefaultQueueDepth || c.EntityTTL != DefaultEntityTTL ||
 		c.BucketWidth != DefaultBucketWidth || c.LongBuckets != DefaultLongBuckets ||
-		c.MaxFeatures != DefaultMaxFeatures || c.Clock == nil {
+		c.MaxFeatures != DefaultMaxFeatures || c.IdleSpin != DefaultIdleSpin || c.Clock == nil {
 		t.Errorf("config in force %+v; want 3 shards and every other field at its default", c)
 	}
 }

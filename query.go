@@ -140,12 +140,15 @@ func (e *Engine) onShards(ctx context.Context, ids []int, fn func(*shard) window
 
 	out := make([]windowSet, len(ids))
 	for range sent {
-		select {
-		case r := <-replies:
-			out[r.i] = r.ws
-		case <-ctx.Done():
-			return nil, fmt.Errorf("streamfeat: query: %w", ctx.Err())
+		r, ok := poll(replies, max(e.cfg.IdleSpin, 0))
+		if !ok {
+			select {
+			case r = <-replies:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("streamfeat: query: %w", ctx.Err())
+			}
 		}
+		out[r.i] = r.ws
 	}
 	return out, nil
 }

@@ -98,6 +98,7 @@ type shard struct {
 	id          int
 	geo         geometry
 	maxFeatures int
+	idleSpin    time.Duration // Config.IdleSpin, 0 when off
 	queue       chan *message
 	spares      chan *message // emptied messages for producers to reuse
 	done        chan struct{} // closed when the owner goroutine has returned
@@ -175,6 +176,7 @@ func newShard(id int, geo geometry, cfg Config) (*shard, error) {
 		id:          id,
 		geo:         geo,
 		maxFeatures: cfg.MaxFeatures,
+		idleSpin:    max(cfg.IdleSpin, 0),
 		queue:       make(chan *message, cfg.QueueDepth),
 		spares:      make(chan *message, cfg.QueueDepth+spareSlack),
 		done:        make(chan struct{}),
@@ -191,11 +193,21 @@ func newShard(id int, geo geometry, cfg Config) (*shard, error) {
 	return s, nil
 }
 
+// next waits for the shard's next message, polling for the idle spin before
+// it parks (see poll).
+func (s *shard) next() *message {
+	if m, ok := poll(s.queue, s.idleSpin); ok {
+		return m
+	}
+	return <-s.queue
+}
+
 // run is the owner goroutine: it applies messages in queue order until the
 // stop message, which Close sends after the last producer has left.
 func (s *shard) run(e *Engine) {
 	defer close(s.done)
-	for m := range s.queue {
+	for {
+		m := s.next()
 		if m.stop {
 			return
 		}

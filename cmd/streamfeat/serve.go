@@ -83,6 +83,9 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 		"state shards, each owned by one goroutine; one or two per core")
 	fs.IntVar(&cfg.engine.QueueDepth, "queue-depth", streamfeat.DefaultQueueDepth,
 		"batches a shard may queue; further batches are dropped and counted")
+	fs.DurationVar(&cfg.engine.IdleSpin, "idle-spin", streamfeat.DefaultIdleSpin,
+		"how long an idle shard, or a query awaiting its answer, polls before it parks; "+
+			"lower saves CPU, higher cuts query latency; negative: never poll")
 	fs.DurationVar(&cfg.engine.EntityTTL, "entity-ttl", streamfeat.DefaultEntityTTL,
 		"release an idle entity's state after this long; at least 1h")
 	fs.Var(clock, "clock",
@@ -233,6 +236,7 @@ func logStart(log *slog.Logger, addr net.Addr, cfg serveConfig, ec streamfeat.Co
 		"shards", shards,
 		"queue_depth", queueDepth,
 		"entity_ttl", ttl.String(),
+		"idle_spin", ec.IdleSpin.String(),
 		"clock", cfg.clock,
 		"max_batch_events", sc.MaxBatchEvents,
 		"max_recv_bytes", sc.MaxRecvMsgBytes,
