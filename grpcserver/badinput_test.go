@@ -170,9 +170,8 @@ func rawEvent(entity string, featureID uint64, value float64) []byte {
 
 // TestMalformedRequestBytes sends bytes that no generated client would send
 // over a real connection, with a raw codec. What fails to decode is
-// INTERNAL, reported by gRPC's codec before the service sees the request
-// (the service cannot answer INVALID_ARGUMENT for it; see the TODO on
-// IngestBatch). What decodes under protobuf's rules is served: an empty
+// INVALID_ARGUMENT, and changes nothing. What decodes under protobuf's rules
+// is served: an empty
 // message, unknown fields, a known field sent with the wrong wire type
 // (kept as an unknown field) and an int32 sent as a wider varint (cut to
 // its low 32 bits). The server keeps serving on the same connection.
@@ -206,7 +205,7 @@ func TestMalformedRequestBytes(t *testing.T) {
 		{"stats: entity id not UTF-8", stats, append(bytesField(1, []byte("\xc0\x80")), varintField(2, 1)...)},
 	} {
 		_, err := invoke(tc.method, tc.req)
-		wantCode(t, tc.name, err, codes.Internal)
+		wantCode(t, tc.name, err, codes.InvalidArgument)
 	}
 	if m := h.engine.Metrics(); m.EventsAccepted+m.DroppedInvalid+m.ValuesRejected != 0 {
 		t.Fatalf("metrics after undecodable requests: %+v; want nothing counted", m)

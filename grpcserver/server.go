@@ -111,6 +111,7 @@ func New(engine *streamfeat.Engine, cfg Config) (*Server, error) {
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
 		grpc.ChainUnaryInterceptor(cfg.UnaryInterceptors...),
 		grpc.ChainStreamInterceptor(cfg.StreamInterceptors...),
+		grpc.ForceServerCodecV2(newRequestCodec()),
 	)
 	s := &Server{
 		engine:       engine,
@@ -119,7 +120,8 @@ func New(engine *streamfeat.Engine, cfg Config) (*Server, error) {
 		health:       health.NewServer(),
 		shutdownDone: make(chan struct{}),
 	}
-	streamfeatv1.RegisterStreamFeatServer(s.grpc, &service{engine: engine, cfg: cfg})
+	s.grpc.RegisterService(withDecodeErrors(streamfeatv1.StreamFeat_ServiceDesc),
+		&service{engine: engine, cfg: cfg})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 

@@ -48,10 +48,6 @@ func (s *service) RegisterSchema(ctx context.Context, req *pb.RegisterSchemaRequ
 	return &pb.RegisterSchemaResponse{FeatureIds: ids}, nil
 }
 
-// TODO: a request that fails to decode (malformed bytes, or invalid UTF-8 in
-// entity_id) never reaches this handler: gRPC's codec reports it as INTERNAL.
-// A codec that decodes leniently and validates here could answer
-// INVALID_ARGUMENT and drop only the bad events.
 func (s *service) IngestBatch(ctx context.Context, req *pb.IngestBatchRequest) (*pb.IngestBatchResponse, error) {
 	buf := getBatchBuf()
 	defer putBatchBuf(buf)
