@@ -69,13 +69,13 @@ type Config struct {
 	// Default 1024.
 	MaxFeatures int
 
-	// IdleSpin is how long a shard owner whose queue ran empty, and a query
-	// waiting for its answer, keep checking for work (yielding the processor
-	// between checks) before they park. Waking a parked goroutine on an idle
-	// CPU takes tens of microseconds on many virtual machines, which would
-	// dominate query latency; the price is up to IdleSpin of CPU per shard
-	// after each burst of work, spent only when nothing else is runnable.
-	// Default 50µs; a negative value turns polling off.
+	// IdleSpin is how long a shard owner whose queue ran empty after a
+	// query, and a query waiting for its answer, keep checking for work
+	// (yielding the processor between checks) before they park. Waking a
+	// parked goroutine on an idle CPU takes tens of microseconds on many
+	// virtual machines, which would dominate query latency; the price is up
+	// to IdleSpin of CPU per shard after each query. Ingest alone never
+	// polls. Default 50µs; a negative value turns polling off.
 	IdleSpin time.Duration
 
 	// WaitForCapacity makes every Ingest call wait for queue space until its

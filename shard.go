@@ -193,11 +193,16 @@ func newShard(id int, geo geometry, cfg Config) (*shard, error) {
 	return s, nil
 }
 
-// next waits for the shard's next message, polling for the idle spin before
-// it parks (see poll).
-func (s *shard) next() *message {
-	if m, ok := poll(s.queue, s.idleSpin); ok {
-		return m
+// next waits for the shard's next message. After a query it polls for the
+// idle spin before it parks (see poll), since queries tend to come in
+// streams whose latency the wake would dominate. After ingest it parks at
+// once: a batch is not waiting for an answer, and polling would take CPU
+// from the producers, which at small batches share it with the owners.
+func (s *shard) next(afterQuery bool) *message {
+	if afterQuery {
+		if m, ok := poll(s.queue, s.idleSpin); ok {
+			return m
+		}
 	}
 	return <-s.queue
 }
@@ -206,12 +211,14 @@ func (s *shard) next() *message {
 // stop message, which Close sends after the last producer has left.
 func (s *shard) run(e *Engine) {
 	defer close(s.done)
+	afterQuery := false
 	for {
-		m := s.next()
+		m := s.next(afterQuery)
 		if m.stop {
 			return
 		}
-		if m.run != nil {
+		afterQuery = m.run != nil
+		if afterQuery {
 			m.run(s)
 			continue
 		}

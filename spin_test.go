@@ -1,6 +1,10 @@
 package streamfeat
 
 import (
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -50,4 +54,51 @@ func TestQueriesWithoutIdleSpin(t *testing.T) {
 			t.Errorf("spin %v: Stats = %+v, %v; want count 2, mean 3", spin, s, err)
 		}
 	}
+}
+
+// TestIdleOwnersPark: polling ends. Shortly after the last message every
+// shard owner is parked on its queue, not polling, so an idle engine uses no
+// CPU.
+func TestIdleOwnersPark(t *testing.T) {
+	e := newEventEngine(t, 1, Config{Shards: 4, IdleSpin: time.Millisecond})
+	for i := range 4 {
+		ev := Event{EntityID: strconv.Itoa(i), TimestampMs: 1000, Values: []FeatureValue{{1, 1}}}
+		if _, err := e.Ingest(t.Context(), []Event{ev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.PopulationStats(t.Context(), 1, Long); err != nil {
+		t.Fatal(err)
+	}
+
+	var parked, owners int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		parked, owners = ownerStates(e)
+		if owners == len(e.shards) && parked == owners {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("%d of %d shard owners parked 10 s after the last message; want all %d",
+		parked, owners, len(e.shards))
+}
+
+// ownerStates counts e's shard owner goroutines, and those of them parked on
+// a channel receive, from a dump of every goroutine's stack. An owner's
+// frame names its shard's address as the first argument.
+func ownerStates(e *Engine) (parked, owners int) {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for _, s := range e.shards {
+			if !strings.Contains(g, fmt.Sprintf("streamfeat.(*shard).run(%p,", s)) {
+				continue
+			}
+			owners++
+			if strings.Contains(g, "[chan receive") {
+				parked++
+			}
+		}
+	}
+	return parked, owners
 }

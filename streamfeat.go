@@ -19,7 +19,10 @@
 // is dropped and counted, so overload shows as a number instead of as memory
 // or latency growing without bound; IngestWith can wait for space instead.
 // Queries travel the same queue, behind the writes that came before them, so
-// a query made after Ingest returned sees that batch.
+// a query made after Ingest returned sees that batch. An owner whose queue
+// ran empty after a query, and a query awaiting its answer, poll for a short
+// while (Config.IdleSpin) before they park: waking a parked goroutine on an
+// idle CPU costs more than the query itself.
 //
 // A shard stores, per entity, only the buckets that hold data: a small ring
 // of rows, sorted by bucket, in an arena slab (package arena). A row holds

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# abbench.sh compares commits on one benchmark: it builds the root package's
-# test binary at each commit, runs them in turn, round after round, so that
-# a noisy machine weighs on every commit alike, and summarises the rounds
-# with benchstat.
+# abbench.sh compares commits on one benchmark: it builds a package's test
+# binary (PKG, default the root package) at each commit, runs them in turn,
+# round after round, so that a noisy machine weighs on every commit alike,
+# and summarises the rounds with benchstat.
 #
-# Usage: scripts/abbench.sh NAME PATTERN COUNT COMMIT...
+# Usage: [PKG=./grpcserver] scripts/abbench.sh NAME PATTERN COUNT COMMIT...
 #
 #   scripts/abbench.sh layout \
 #     'Ingest$/^entities=100000$/^features=10$/^batch=512$/^shards=2$' 6 a2878e4 HEAD
@@ -17,7 +17,7 @@ if [ $# -lt 4 ]; then
 	sed -n 2,14p "$0" >&2
 	exit 2
 fi
-name=$1 pattern=$2 count=$3
+name=$1 pattern=$2 count=$3 pkg=${PKG:-.}
 shift 3
 scripts/tools.sh benchstat
 
@@ -27,7 +27,7 @@ revs=()
 for rev in "$@"; do
 	short=$(git rev-parse --short "$rev")
 	git worktree add --quiet --detach "$work/tree" "$rev"
-	(cd "$work/tree" && go test -c -o "$work/$short.test" .)
+	(cd "$work/tree" && go test -c -o "$work/$short.test" "$pkg")
 	git worktree remove --force "$work/tree"
 	revs+=("$short")
 done

@@ -84,7 +84,7 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	fs.IntVar(&cfg.engine.QueueDepth, "queue-depth", streamfeat.DefaultQueueDepth,
 		"batches a shard may queue; further batches are dropped and counted")
 	fs.DurationVar(&cfg.engine.IdleSpin, "idle-spin", streamfeat.DefaultIdleSpin,
-		"how long an idle shard, or a query awaiting its answer, polls before it parks; "+
+		"how long a shard idle after a query, or a query awaiting its answer, polls before it parks; "+
 			"lower saves CPU, higher cuts query latency; negative: never poll")
 	fs.DurationVar(&cfg.engine.EntityTTL, "entity-ttl", streamfeat.DefaultEntityTTL,
 		"release an idle entity's state after this long; at least 1h")
