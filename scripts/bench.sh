@@ -39,10 +39,10 @@ for set in ${BENCH:-ingest ingest-1e6 ingest-target roofline parallel query quer
 	grpc) run grpc 'GRPCIngest' ./grpcserver ;;
 	roofline) run roofline 'Roofline' ;;
 	parallel) run parallel 'IngestParallel' ;;
-	query) run query 'Stats|Drift' ;;
+	query) run query 'Stats|Drift|IdleSpin' ;;
 	# The same queries with GOMAXPROCS 1 and 2 side by side: with one P
 	# no hand-off has to wake a goroutine on the other CPU.
-	query-cpu) run query-cpu 'Stats|Drift' . -cpu=1,2 ;;
+	query-cpu) run query-cpu 'Stats|Drift|IdleSpin' . -cpu=1,2 ;;
 	index) run index 'EntityIndex' ;;
 	memory)
 		run memory 'Memory'
