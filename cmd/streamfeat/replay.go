@@ -254,16 +254,22 @@ func (f *replayFlags) replayFiles(ctx context.Context, rp *replay.Replayer, form
 		// A log older than the server's clock loses its start quietly;
 		// say so, since the alerts then describe only part of it.
 		fmt.Fprintf(stderr, "warning: %d of %d events dropped as too old: the server had seen "+
-			"newer events; replay into a server started with --clock event that has not\n",
+			"newer events; replay into a server started with --clock event that has seen "+
+			"none newer than this log\n",
 			in.DroppedTooOld, in.AcceptedEvents+in.DroppedEvents)
 	}
 	return runErr
 }
 
-// nothingAccepted explains a replay whose events were all dropped: its
-// alerts say nothing about the file, so it must not pass for a success.
+// nothingAccepted explains a replay whose rows were all bad or whose events
+// were all dropped: its alerts say nothing about the file, so it must not
+// pass for a success.
 func nothingAccepted(sum replay.Summary, remote bool) error {
 	in := sum.Ingest
+	if bad := sum.TotalBadRows(); bad > 0 && bad == sum.Rows {
+		return fmt.Errorf("all %d rows were bad: check --time, --time-unit and the "+
+			"column names against the file", bad)
+	}
 	if in.DroppedEvents == 0 || in.AcceptedEvents > 0 {
 		return nil
 	}

@@ -165,16 +165,22 @@ func TestNothingAccepted(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		in     streamfeat.IngestResult
+		rows   int64 // rows read
+		bad    int64 // of them bad
 		remote bool
 		want   string // "" for no error
 	}{
-		{"some accepted", streamfeat.IngestResult{AcceptedEvents: 1, DroppedEvents: 5, DroppedTooOld: 5}, true, ""},
-		{"empty file", streamfeat.IngestResult{}, false, ""},
-		{"server ahead", streamfeat.IngestResult{DroppedEvents: 3, DroppedTooOld: 3}, true, "--clock event"},
-		{"bad mapping", streamfeat.IngestResult{DroppedEvents: 2, DroppedInvalid: 2}, false, "--entity"},
-		{"overloaded", streamfeat.IngestResult{DroppedEvents: 2, DroppedOverloaded: 2}, false, "overloaded 2"},
+		{"every row bad", streamfeat.IngestResult{}, 7, 7, false, "all 7 rows were bad"},
+		{"some rows bad", streamfeat.IngestResult{AcceptedEvents: 1}, 7, 6, false, ""},
+		{"some accepted", streamfeat.IngestResult{AcceptedEvents: 1, DroppedEvents: 5, DroppedTooOld: 5}, 0, 0, true, ""},
+		{"empty file", streamfeat.IngestResult{}, 0, 0, false, ""},
+		{"server ahead", streamfeat.IngestResult{DroppedEvents: 3, DroppedTooOld: 3}, 0, 0, true, "--clock event"},
+		{"bad mapping", streamfeat.IngestResult{DroppedEvents: 2, DroppedInvalid: 2}, 0, 0, false, "--entity"},
+		{"overloaded", streamfeat.IngestResult{DroppedEvents: 2, DroppedOverloaded: 2}, 0, 0, false, "overloaded 2"},
 	} {
-		err := nothingAccepted(replay.Summary{Ingest: tc.in}, tc.remote)
+		sum := replay.Summary{Ingest: tc.in, Rows: tc.rows}
+		sum.BadRows[0] = tc.bad
+		err := nothingAccepted(sum, tc.remote)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: unexpected error %v", tc.name, err)

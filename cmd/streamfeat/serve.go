@@ -85,7 +85,7 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 		"batches a shard may queue; further batches are dropped and counted")
 	fs.DurationVar(&cfg.engine.IdleSpin, "idle-spin", streamfeat.DefaultIdleSpin,
 		"how long a shard idle after a query, or a query awaiting its answer, polls before it parks; "+
-			"lower saves CPU, higher cuts query latency; negative: never poll")
+			"lower saves CPU, higher cuts query latency; at most 1ms; 0: never poll")
 	fs.DurationVar(&cfg.engine.EntityTTL, "entity-ttl", streamfeat.DefaultEntityTTL,
 		"release an idle entity's state after this long; at least 1h")
 	fs.Var(clock, "clock",
@@ -133,6 +133,10 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 	}
 	cfg.server.MaxRecvMsgBytes = int(maxRecv)
 	cfg.logFormat = logFormat.value
+	if cfg.engine.IdleSpin == 0 {
+		// The engine reads 0 as its default; on the command line 0 says off.
+		cfg.engine.IdleSpin = -1
+	}
 	return cfg, nil
 }
 
@@ -231,12 +235,16 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 func logStart(log *slog.Logger, addr net.Addr, cfg serveConfig, ec streamfeat.Config,
 	sc grpcserver.Config) {
 	shards, queueDepth, ttl := ec.Shards, ec.QueueDepth, ec.EntityTTL
+	idleSpin := ec.IdleSpin.String()
+	if ec.IdleSpin < 0 {
+		idleSpin = "off"
+	}
 	log.Info("serving streamfeat.v1.StreamFeat",
 		"addr", addr.String(),
 		"shards", shards,
 		"queue_depth", queueDepth,
 		"entity_ttl", ttl.String(),
-		"idle_spin", ec.IdleSpin.String(),
+		"idle_spin", idleSpin,
 		"clock", cfg.clock,
 		"max_batch_events", sc.MaxBatchEvents,
 		"max_recv_bytes", sc.MaxRecvMsgBytes,
