@@ -75,7 +75,10 @@ type Config struct {
 	// parked goroutine on an idle CPU takes tens of microseconds on many
 	// virtual machines, which would dominate query latency; the price is up
 	// to IdleSpin of CPU per shard after each query. Ingest alone never
-	// polls. Default 50µs; a negative value turns polling off.
+	// polls, nor do the owners of a query that asks more shards than
+	// GOMAXPROCS (a population query of many shards): more pollers than
+	// CPUs only take turns. Default 50µs; a negative value turns polling
+	// off.
 	IdleSpin time.Duration
 
 	// WaitForCapacity makes every Ingest call wait for queue space until its

@@ -3,6 +3,7 @@ package streamfeat
 import (
 	"context"
 	"fmt"
+	"runtime"
 )
 
 // Stats returns the statistics of one entity's feature over window w at the
@@ -121,9 +122,13 @@ func (e *Engine) onShards(ctx context.Context, ids []int, fn func(*shard) window
 		return nil, err
 	}
 	replies := make(chan shardReply, len(ids))
+	// Owners that poll beyond the number of CPUs only take turns with each
+	// other and with this goroutine, which still has shards to ask: a query
+	// of many shards leaves them to park.
+	ownersPoll := e.cfg.IdleSpin > 0 && len(ids) <= runtime.GOMAXPROCS(0)
 	sent := 0
 	for i, id := range ids {
-		m := &message{run: func(s *shard) { replies <- shardReply{i, fn(s)} }}
+		m := &message{run: func(s *shard) { replies <- shardReply{i, fn(s)} }, poll: ownersPoll}
 		select {
 		case e.shards[id].queue <- m:
 			sent++

@@ -21,6 +21,7 @@ type message struct {
 	nowMs  int64     // the clock as the producer saw it after its last event here
 	queued time.Time // when the producer handed the message to the queue
 	run    func(*shard)
+	poll   bool // after run, the owner polls its queue before it parks
 	stop   bool
 }
 
@@ -76,6 +77,7 @@ func (m *message) reset() {
 	m.values = m.values[:0]
 	m.nowMs = math.MinInt64
 	m.run = nil
+	m.poll = false
 }
 
 // entity is one entity's record in its shard. Its first group of features
@@ -193,13 +195,14 @@ func newShard(id int, geo geometry, cfg Config) (*shard, error) {
 	return s, nil
 }
 
-// next waits for the shard's next message. After a query it polls for the
-// idle spin before it parks (see poll), since queries tend to come in
-// streams whose latency the wake would dominate. After ingest it parks at
-// once: a batch is not waiting for an answer, and polling would take CPU
-// from the producers, which at small batches share it with the owners.
-func (s *shard) next(afterQuery bool) *message {
-	if afterQuery {
+// next waits for the shard's next message. After a query that asks for it
+// it polls for the idle spin before it parks (see poll), since queries tend
+// to come in streams whose latency the wake would dominate. After ingest it
+// parks at once: a batch is not waiting for an answer, and polling would
+// take CPU from the producers, which at small batches share it with the
+// owners.
+func (s *shard) next(pollFirst bool) *message {
+	if pollFirst {
 		if m, ok := poll(s.queue, s.idleSpin); ok {
 			return m
 		}
@@ -211,14 +214,14 @@ func (s *shard) next(afterQuery bool) *message {
 // stop message, which Close sends after the last producer has left.
 func (s *shard) run(e *Engine) {
 	defer close(s.done)
-	afterQuery := false
+	pollFirst := false
 	for {
-		m := s.next(afterQuery)
+		m := s.next(pollFirst)
 		if m.stop {
 			return
 		}
-		afterQuery = m.run != nil
-		if afterQuery {
+		pollFirst = m.poll
+		if m.run != nil {
 			m.run(s)
 			continue
 		}

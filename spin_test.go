@@ -67,6 +67,11 @@ func TestIdleOwnersPark(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	for i := range 4 {
+		if _, err := e.Stats(t.Context(), strconv.Itoa(i), 1, Long); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := e.PopulationStats(t.Context(), 1, Long); err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,12 @@
 package grpcserver_test
 
 import (
+	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -249,5 +252,36 @@ func TestMalformedRequestBytes(t *testing.T) {
 		EntityId: "after", FeatureId: 1, Window: pb.Window_WINDOW_SHORT,
 	}); status.Code(err) != codes.OK {
 		t.Fatalf("query after malformed requests: %v", err)
+	}
+}
+
+// TestMalformedRequestsReachInterceptors: a request that does not decode
+// still passes through the interceptors, with the method's name and the
+// INVALID_ARGUMENT answer, so that metrics count it like any other call.
+func TestMalformedRequestsReachInterceptors(t *testing.T) {
+	var seen []string
+	var mu sync.Mutex
+	count := func(ctx context.Context, req any, info *grpc.UnaryServerInfo,
+		handler grpc.UnaryHandler) (any, error) {
+		resp, err := handler(ctx, req)
+		mu.Lock()
+		seen = append(seen, info.FullMethod+" "+status.Code(err).String())
+		mu.Unlock()
+		return resp, err
+	}
+	h := start(t, grpcserver.Config{UnaryInterceptors: []grpc.UnaryServerInterceptor{count}},
+		streamfeat.Config{})
+
+	const ingest = "/streamfeat.v1.StreamFeat/IngestBatch"
+	var resp []byte
+	err := h.conn.Invoke(ctx(t), ingest, []byte{0xff, 0xff}, &resp, grpc.ForceCodec(rawCodec{}))
+	wantCode(t, "garbage", err, codes.InvalidArgument)
+	h.register(t, "f1")
+
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{ingest + " InvalidArgument", "/streamfeat.v1.StreamFeat/RegisterSchema OK"}
+	if !slices.Equal(seen, want) {
+		t.Errorf("interceptor saw %q; want %q", seen, want)
 	}
 }

@@ -45,22 +45,41 @@ func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // withDecodeErrors returns a copy of desc whose unary handlers answer a
 // request that fails to decode with INVALID_ARGUMENT. It needs the server
 // to decode with requestCodec.
+//
+// The generated handlers decode before they call the interceptors, so a
+// failure would never reach those that count calls; the answer to a
+// malformed request is handed to them as if the method had given it.
 func withDecodeErrors(desc grpc.ServiceDesc) *grpc.ServiceDesc {
 	desc.Methods = slices.Clone(desc.Methods)
 	for i := range desc.Methods {
 		handler := desc.Methods[i].Handler
+		info := &grpc.UnaryServerInfo{
+			FullMethod: "/" + desc.ServiceName + "/" + desc.Methods[i].MethodName,
+		}
 		desc.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error,
 			intercept grpc.UnaryServerInterceptor) (any, error) {
-			return handler(srv, ctx, func(req any) error {
-				d := decodeInto{msg: req}
+			var req any
+			var malformed error
+			resp, err := handler(srv, ctx, func(v any) error {
+				d := decodeInto{msg: v}
 				if err := dec(&d); err != nil {
 					return err
 				}
 				if d.err != nil {
-					return status.Errorf(codes.InvalidArgument, "malformed request: %v", d.err)
+					req = v
+					malformed = status.Errorf(codes.InvalidArgument, "malformed request: %v", d.err)
+					return malformed
 				}
 				return nil
 			}, intercept)
+			if malformed == nil || intercept == nil {
+				return resp, err
+			}
+			info := *info
+			info.Server = srv
+			return intercept(ctx, req, &info, func(context.Context, any) (any, error) {
+				return nil, malformed
+			})
 		}
 	}
 	return &desc
