@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"slices"
@@ -74,4 +75,31 @@ func (b *byteSize) Set(s string) error {
 	}
 	*b = byteSize(n * scale)
 	return nil
+}
+
+// printFlags lists every flag of fs in the form it is written, --name, with
+// its default and, when env is set, the environment variable that sets it.
+func printFlags(fs *flag.FlagSet, env bool) {
+	w := fs.Output()
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		if c, ok := f.Value.(*choiceValue); ok {
+			typ = strings.Join(c.choices, "|")
+		}
+		def := f.DefValue
+		switch {
+		case def != "":
+		case env: // serve's empty settings turn something off
+			def = "off"
+		default:
+			def = "none"
+		}
+		if env {
+			def = envName(f.Name) + ", default " + def
+		} else {
+			def = "default " + def
+		}
+		fmt.Fprintf(w, "  %-28s %s\n", strings.TrimSpace("--"+f.Name+" "+typ), def)
+		fmt.Fprintf(w, "      %s\n", usage)
+	})
 }

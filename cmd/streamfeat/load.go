@@ -52,7 +52,7 @@ func parseLoadFlags(args []string, stderr io.Writer) (*loadFlags, error) {
 		fmt.Fprintln(stderr, "Usage: streamfeat load [flags]\n\nSends seeded synthetic events"+
 			" to a server and reports throughput and RPC latency.\nThe same seed and flags"+
 			" send the same values in the same order per worker.\n\nFlags:")
-		fs.PrintDefaults()
+		printFlags(fs, false)
 	}
 	fs.StringVar(&f.target, "target", "127.0.0.1:7070", "server address HOST:PORT")
 	fs.BoolVar(&f.allowRemote, "allow-remote", false, "allow a target that is not a loopback address")

@@ -56,7 +56,7 @@ func parseReplayFlags(args []string, stderr io.Writer) (*replayFlags, error) {
 			" for the text\nformats) in file order with the event-time clock, and prints each"+
 			" new drift alert.\n\nExample:\n  streamfeat replay --entity origin --time time"+
 			" --features delay,distance \\\n      testdata/flights-sample.csv.gz\n\nFlags:")
-		fs.PrintDefaults()
+		printFlags(fs, false)
 	}
 	fs.StringVar(&f.format, "format", "auto", "file format: auto (by extension), csv, ndjson or parquet")
 	fs.StringVar(&f.entity, "entity", "", "entity column, or several joined, e.g. origin,destination (required)")

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/streamfeat/streamfeat"
@@ -143,21 +142,8 @@ func parseServeFlags(args []string, lookupEnv func(string) (string, bool), stder
 // printServeUsage writes the help text: what serve does, an example, and
 // every flag with its environment variable and default.
 func printServeUsage(fs *flag.FlagSet) {
-	w := fs.Output()
-	fmt.Fprint(w, serveUsage)
-	fs.VisitAll(func(f *flag.Flag) {
-		typ, usage := flag.UnquoteUsage(f)
-		if c, ok := f.Value.(*choiceValue); ok {
-			typ = strings.Join(c.choices, "|")
-		}
-		flagName := "--" + f.Name + " " + typ
-		def := f.DefValue
-		if def == "" {
-			def = "off"
-		}
-		fmt.Fprintf(w, "  %-28s %s, default %s\n", flagName, envName(f.Name), def)
-		fmt.Fprintf(w, "      %s\n", usage)
-	})
+	fmt.Fprint(fs.Output(), serveUsage)
+	printFlags(fs, true)
 }
 
 func newLogger(format string, w io.Writer) *slog.Logger {
