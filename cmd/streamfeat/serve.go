@@ -11,6 +11,10 @@ import (
 	"os"
 	"time"
 
+	// Clients may gzip their requests: large batches shrink several times.
+	// The decompressed size is bounded by --max-recv-bytes like any other.
+	_ "google.golang.org/grpc/encoding/gzip"
+
 	"github.com/streamfeat/streamfeat"
 	"github.com/streamfeat/streamfeat/grpcserver"
 )
