@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/status"
 
@@ -21,13 +20,7 @@ import (
 // like an uncompressed one.
 func TestGzipRequests(t *testing.T) {
 	addr, _ := startServer(t, streamfeat.Config{Clock: streamfeat.NewEventClock()})
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.UseCompressor(gzip.Name)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := pb.NewStreamFeatClient(conn)
+	client := dial(t, addr, grpc.WithDefaultCallOptions(grpc.UseCompressor(gzip.Name)))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 

@@ -20,8 +20,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/streamfeat/streamfeat/gen/streamfeat/v1"
 )
@@ -173,15 +171,10 @@ func (s *ingestTotals) add(n int, r *pb.IngestBatchResponse, err error) {
 // accepted plus dropped is sent, on the server as in the responses.
 func TestMetricsUnderLoad(t *testing.T) {
 	p := startServe(t, "--shards", "1", "--queue-depth", "1")
-	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := pb.NewStreamFeatClient(conn)
+	client := dial(t, p.grpcAddr)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	_, err = client.RegisterSchema(ctx, &pb.RegisterSchemaRequest{FeatureNames: []string{"f1"}})
+	_, err := client.RegisterSchema(ctx, &pb.RegisterSchemaRequest{FeatureNames: []string{"f1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

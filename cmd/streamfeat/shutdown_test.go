@@ -42,9 +42,10 @@ func runServeAsync(t *testing.T, ctx context.Context, args ...string) (string, <
 	}
 }
 
-func dial(t *testing.T, addr string) pb.StreamFeatClient {
+func dial(t *testing.T, addr string, opts ...grpc.DialOption) pb.StreamFeatClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
