@@ -125,7 +125,10 @@ func (e *Engine) onShards(ctx context.Context, ids []int, fn func(*shard) window
 	// Owners that poll beyond the number of CPUs only take turns with each
 	// other and with this goroutine, which still has shards to ask: a query
 	// of many shards leaves them to park.
-	ownersPoll := e.cfg.IdleSpin > 0 && len(ids) <= runtime.GOMAXPROCS(0)
+	ownersPoll := e.cfg.IdleSpin
+	if len(ids) > runtime.GOMAXPROCS(0) {
+		ownersPoll = 0
+	}
 	sent := 0
 	for i, id := range ids {
 		m := &message{run: func(s *shard) { replies <- shardReply{i, fn(s)} }, poll: ownersPoll}
@@ -145,7 +148,7 @@ func (e *Engine) onShards(ctx context.Context, ids []int, fn func(*shard) window
 
 	out := make([]windowSet, len(ids))
 	for range sent {
-		r, ok := poll(replies, max(e.cfg.IdleSpin, 0))
+		r, ok := poll(replies, e.cfg.IdleSpin)
 		if !ok {
 			select {
 			case r = <-replies:

@@ -21,7 +21,7 @@ type message struct {
 	nowMs  int64     // the clock as the producer saw it after its last event here
 	queued time.Time // when the producer handed the message to the queue
 	run    func(*shard)
-	poll   bool // after run, the owner polls its queue before it parks
+	poll   time.Duration // after run, how long the owner polls its queue before it parks
 	stop   bool
 }
 
@@ -77,7 +77,7 @@ func (m *message) reset() {
 	m.values = m.values[:0]
 	m.nowMs = math.MinInt64
 	m.run = nil
-	m.poll = false
+	m.poll = 0
 }
 
 // entity is one entity's record in its shard. Its first group of features
@@ -100,7 +100,6 @@ type shard struct {
 	id          int
 	geo         geometry
 	maxFeatures int
-	idleSpin    time.Duration // Config.IdleSpin, 0 when off
 	queue       chan *message
 	spares      chan *message // emptied messages for producers to reuse
 	done        chan struct{} // closed when the owner goroutine has returned
@@ -178,7 +177,6 @@ func newShard(id int, geo geometry, cfg Config) (*shard, error) {
 		id:          id,
 		geo:         geo,
 		maxFeatures: cfg.MaxFeatures,
-		idleSpin:    max(cfg.IdleSpin, 0),
 		queue:       make(chan *message, cfg.QueueDepth),
 		spares:      make(chan *message, cfg.QueueDepth+spareSlack),
 		done:        make(chan struct{}),
@@ -195,17 +193,14 @@ func newShard(id int, geo geometry, cfg Config) (*shard, error) {
 	return s, nil
 }
 
-// next waits for the shard's next message. After a query that asks for it
-// it polls for the idle spin before it parks (see poll), since queries tend
-// to come in streams whose latency the wake would dominate. After ingest it
-// parks at once: a batch is not waiting for an answer, and polling would
-// take CPU from the producers, which at small batches share it with the
-// owners.
-func (s *shard) next(pollFirst bool) *message {
-	if pollFirst {
-		if m, ok := poll(s.queue, s.idleSpin); ok {
-			return m
-		}
+// next waits for the shard's next message, polling for d before it parks
+// (see poll). Queries ask for the poll, since they tend to come in streams
+// whose latency the wake would dominate. Ingest does not: a batch is not
+// waiting for an answer, and polling would take CPU from the producers,
+// which at small batches share it with the owners.
+func (s *shard) next(d time.Duration) *message {
+	if m, ok := poll(s.queue, d); ok {
+		return m
 	}
 	return <-s.queue
 }
@@ -214,13 +209,13 @@ func (s *shard) next(pollFirst bool) *message {
 // stop message, which Close sends after the last producer has left.
 func (s *shard) run(e *Engine) {
 	defer close(s.done)
-	pollFirst := false
+	var spin time.Duration
 	for {
-		m := s.next(pollFirst)
+		m := s.next(spin)
 		if m.stop {
 			return
 		}
-		pollFirst = m.poll
+		spin = m.poll
 		if m.run != nil {
 			m.run(s)
 			continue

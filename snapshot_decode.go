@@ -437,7 +437,6 @@ func (d *decoder) group(p *payload, s *shard, ent *entity, i int, chunk []series
 	for c, sr := range chunk {
 		g.features[c] = sr.feature
 	}
-	g.width = uint8(len(chunk))
 
 	w := len(chunk)
 	class := s.rings.classFor(len(d.rows), w)

@@ -6,7 +6,8 @@ import (
 )
 
 // poll receives from c if a value arrives within d, checking again and
-// yielding the processor between checks, and reports whether it did.
+// yielding the processor between checks, and reports whether it did. With
+// d <= 0 it checks once.
 //
 // It exists for latency, not throughput. A goroutine that parks on an empty
 // channel must be woken by the sender, and when its processor is idle that

@@ -61,8 +61,9 @@
 // entity record that holds the first ring's header, plus 64 bytes per
 // further 13 features. Each shard also keeps a dense population ring per
 // feature it has seen: 1024 buckets of 40 bytes. Entities idle for longer
-// than EntityTTL are released by the sweep; when released space dominates, the shard compacts, copying its live state
-// into fresh slabs and a fresh index so the old ones return to the Go heap.
+// than EntityTTL are released by the sweep; when released space dominates,
+// the shard compacts, copying its live state into fresh slabs and a fresh
+// index so the old ones return to the Go heap.
 // Memory therefore follows the number of recently active entities, not the
 // number ever seen.
 //

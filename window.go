@@ -218,7 +218,7 @@ func (r *rings) touch(g *group) uint32 {
 	if g.n == 0 {
 		return 0
 	}
-	return r.buckets.Block(g.block, int(g.class))[slot(g, int(g.n)-1)*int(g.width)].id
+	return rowID(g, r.block(g), int(g.n)-1)
 }
 
 // expired reports whether the i-th oldest row lies before the long window

@@ -53,9 +53,7 @@ func withDecodeErrors(desc grpc.ServiceDesc) *grpc.ServiceDesc {
 	desc.Methods = slices.Clone(desc.Methods)
 	for i := range desc.Methods {
 		handler := desc.Methods[i].Handler
-		info := &grpc.UnaryServerInfo{
-			FullMethod: "/" + desc.ServiceName + "/" + desc.Methods[i].MethodName,
-		}
+		method := "/" + desc.ServiceName + "/" + desc.Methods[i].MethodName
 		desc.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error,
 			intercept grpc.UnaryServerInterceptor) (any, error) {
 			var req any
@@ -75,9 +73,8 @@ func withDecodeErrors(desc grpc.ServiceDesc) *grpc.ServiceDesc {
 			if malformed == nil || intercept == nil {
 				return resp, err
 			}
-			info := *info
-			info.Server = srv
-			return intercept(ctx, req, &info, func(context.Context, any) (any, error) {
+			info := &grpc.UnaryServerInfo{Server: srv, FullMethod: method}
+			return intercept(ctx, req, info, func(context.Context, any) (any, error) {
 				return nil, malformed
 			})
 		}
