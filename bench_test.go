@@ -236,11 +236,16 @@ func BenchmarkIngestParallel(b *testing.B) {
 	}
 }
 
-// fullEntity builds an engine whose entity "e" has a value in every bucket of
-// the long window for feature 1, and entities more entities spread over the
-// shards for the population.
+// fullEntity builds an engine of 2 shards whose entity "e" has a value in
+// every bucket of the long window for feature 1, and entities more entities
+// spread over the shards for the population.
 func fullEntity(b *testing.B, entities int, idleSpin time.Duration) *Engine {
-	e := newBenchEngineWith(b, Config{Shards: 2, IdleSpin: idleSpin}, 1)
+	return fullEntityOn(b, 2, entities, idleSpin)
+}
+
+// fullEntityOn is fullEntity with the number of shards.
+func fullEntityOn(b *testing.B, shards, entities int, idleSpin time.Duration) *Engine {
+	e := newBenchEngineWith(b, Config{Shards: shards, IdleSpin: idleSpin}, 1)
 	_, _, long := e.Geometry()
 	width := e.geo.widthMs
 	rng := rand.New(rand.NewPCG(7, 7))
@@ -294,17 +299,27 @@ func BenchmarkDrift(b *testing.B) {
 
 // BenchmarkIdleSpin is the before/after of polling before parking: the
 // long-window entity query of BenchmarkStats with Config.IdleSpin at its
-// default (on) and turned off, as it was before.
+// default (on) and turned off, as it was before. The population query over
+// 1024 shards, more than there are CPUs, checks that such queries, whose
+// owners do not poll, lose nothing to the callers' polling.
 func BenchmarkIdleSpin(b *testing.B) {
 	ctx := context.Background()
-	for _, c := range []struct {
+	spins := []struct {
 		name string
 		spin time.Duration
-	}{{"on", 0}, {"off", -1}} {
+	}{{"on", 0}, {"off", -1}}
+	for _, c := range spins {
 		b.Run("idle-spin="+c.name, func(b *testing.B) {
 			e := fullEntity(b, 10_000, c.spin)
 			defer closeBench(b, e)
 			benchLatency(b, func() error { _, err := e.Stats(ctx, "e", 1, Long); return err })
+		})
+	}
+	for _, c := range spins {
+		b.Run("scope=population/shards=1024/idle-spin="+c.name, func(b *testing.B) {
+			e := fullEntityOn(b, 1024, 10_000, c.spin)
+			defer closeBench(b, e)
+			benchLatency(b, func() error { _, err := e.PopulationStats(ctx, 1, Long); return err })
 		})
 	}
 }
